@@ -1,0 +1,166 @@
+"""``python -m lab up|down|status|reset|serve``: start, stop and inspect the homelab twin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from lab.config import LabConfig, load_config
+
+EXIT_NOT_RUNNING = 3
+
+
+def _state(cfg: LabConfig, timeout: float = 3.0) -> dict | None:
+    """The running twin's state from its control port, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(cfg.url("control") + "/state", timeout=timeout) as resp:  # noqa: S310
+            return json.load(resp)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+        return None
+
+
+def _pid(cfg: LabConfig) -> int | None:
+    try:
+        pid = int(cfg.pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def cmd_up(cfg: LabConfig, args) -> int:
+    if _pid(cfg) and _state(cfg):
+        print(f"twin already running (pid {_pid(cfg)}); kubeconfig: {cfg.kubeconfig}")
+        return 0
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (cfg.log_dir / "lab.log").open("ab")
+    env = dict(os.environ, LAB_DIR=str(cfg.lab_dir), LAB_PORT_OFFSET=str(cfg.port_offset))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "serve"],
+        cwd=str(cfg.models_path.parent.parent),
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"twin failed to start (exit {proc.returncode}); see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
+            return 1
+        if _state(cfg, timeout=1):
+            endpoints = json.loads((cfg.lab_dir / "endpoints.json").read_text())
+            print(f"twin up (pid {proc.pid})")
+            for name in ("kubernetes", "proxmox", "registry", "control"):
+                print(f"  {name:<11} {endpoints[name]}")
+            for svc, url in endpoints["services"].items():
+                print(f"  {svc:<11} {url}")
+            print(f"  kubeconfig  {endpoints['kubeconfig']}")
+            return 0
+        time.sleep(0.2)
+    print(f"twin did not answer within {args.timeout:.0f} s; see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
+    proc.terminate()
+    return 1
+
+
+def cmd_down(cfg: LabConfig, args) -> int:
+    pid = _pid(cfg)
+    if pid is None:
+        print("twin is not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if _pid(cfg) is None:
+            break
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    cfg.pid_file.unlink(missing_ok=True)
+    print("twin stopped")
+    return 0
+
+
+def _summary(state: dict) -> str:
+    lines = [f"twin running, time scale {state['time_scale']}"]
+    px = state.get("proxmox", {})
+    for ct in px.get("containers", []):
+        lines.append(
+            f"  lxc {ct.get('vmid')} {ct.get('hostname', ''):<14} {ct.get('status', ''):<8} "
+            f"memory {ct.get('memory')} MiB"
+        )
+    kube = state.get("kubernetes", {})
+    for node in kube.get("Node", kube.get("nodes", [])) or []:
+        meta, status = node.get("metadata", {}), node.get("status", {})
+        ready = next((c["status"] for c in status.get("conditions", []) if c.get("type") == "Ready"), "?")
+        memory = status.get("capacity", {}).get("memory")
+        lines.append(f"  node {meta.get('name', ''):<15} Ready={ready} memory={memory}")
+    for key, wl in state.get("workloads", {}).items():
+        lines.append(
+            f"  workload {key:<16} {wl.get('kind'):<8} port {wl.get('port')} ready={wl.get('ready')}"
+            + (f" error={wl['error']}" if wl.get("error") else "")
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(cfg: LabConfig, args) -> int:
+    state = _state(cfg)
+    if state is None:
+        print("twin is not running", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    print(json.dumps(state, indent=2, sort_keys=True) if args.json else _summary(state))
+    return 0
+
+
+def cmd_reset(cfg: LabConfig, args) -> int:
+    cmd_down(cfg, args)
+    if cfg.lab_dir.exists():
+        for child in cfg.lab_dir.iterdir():
+            if child.name == "logs":
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return cmd_up(cfg, args)
+
+
+def cmd_serve(cfg: LabConfig, args) -> int:
+    from lab.runtime import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description="The homelab twin on 127.0.0.1.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("up", "start the twin in the background (idempotent)"),
+        ("down", "stop the twin"),
+        ("status", "show the twin's state"),
+        ("reset", "stop, forget all state (cluster, LXC sizes, models, secrets), start again"),
+        ("serve", "run the twin in the foreground"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (up/down/reset)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the whole state as JSON")
+    args = parser.parse_args(argv)
+    cfg = load_config()
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "serve": cmd_serve}[args.command](
+        cfg, args
+    )

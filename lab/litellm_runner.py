@@ -1,0 +1,95 @@
+"""Runs the real LiteLLM proxy (``litellm[proxy]`` in its own virtualenv) for the twin's ``ml/litellm`` Pod."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+
+
+class LiteLLMProcess:
+    """One ``litellm --config ... --port ...`` subprocess.
+
+    ``config_yaml`` is the ConfigMap's ``config.yaml`` verbatim, ``env`` the Pod's container environment
+    (master key from the Secret included). Logs go to ``log_file``.
+    """
+
+    def __init__(self, binary: Path, workdir: Path, port: int, config_yaml: str, env: dict[str, str], log_file: Path):
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port
+        self.config_yaml = config_yaml
+        self.env = env
+        self.log_file = log_file
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the proxy. Raises ``FileNotFoundError`` when the LiteLLM virtualenv is missing."""
+        if not self.binary.exists():
+            raise FileNotFoundError(f"LiteLLM is not installed at {self.binary}: run `make venv`")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.yaml"
+        config.write_text(self.config_yaml)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.workdir),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "INFO",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **self.env,
+        }
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(self.binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            cwd=str(self.workdir),
+            env=env,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def wait_ready(self, timeout: float = 90.0) -> bool:
+        """Poll ``/health/readiness`` until it answers 200 (True) or the process exits / times out (False)."""
+        url = f"http://127.0.0.1:{self.port}/health/readiness"
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while asyncio.get_running_loop().time() < deadline:
+                if not self.running:
+                    return False
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return True
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.5)
+        return False
+
+    async def stop(self) -> None:
+        """Terminate the proxy and its children; kill after 10 s."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()

@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to this repository
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the inference tier: model tags and the memory a model needs.
+
+The memory formula (used for models that the catalog does not size, and documented in README.md):
+
+* ``run_gib      = size_gb * 1.2 + 1``            weights plus KV cache and runtime overhead
+* ``memory_limit = next power of two GiB >= run_gib`` (at least 2Gi)
+* ``memory_request = max(2Gi, memory_limit / 4)``
+* ``lxc_memory_mib = (memory_limit_gib + 4) * 1024`` headroom for the OS, k3s-agent and page cache
+
+It reproduces the operator's numbers: phi4-mini (2.5 GB) -> 4Gi limit, 2Gi request, 8 GB LXC (story 25.2);
+qwen2.5:14b (9 GB) -> 16Gi limit, 4Gi request, 20 GB LXC (story 12.8).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from kubernetes.utils.quantity import parse_quantity
+except ImportError:  # pragma: no cover - kubernetes is a requirement of kubernetes.core as well
+    parse_quantity = None
+
+DOCUMENTATION = r"""
+name: inference
+short_description: Model tag and sizing filters for the inference tier
+description:
+  - C(ollama_tag) normalises an Ollama model name (C(phi4-mini) -> C(phi4-mini:latest)).
+  - C(model_requirements) returns the memory a model needs from its catalog entry or its size on disk.
+  - C(registry_manifest_path) gives the Ollama registry v2 manifest path of a model tag.
+  - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
+"""
+
+GIB = 2**30
+
+
+def ollama_tag(name):
+    """``"phi4-mini"`` -> ``"phi4-mini:latest"``; names with a tag are returned unchanged.
+
+    Raises AnsibleFilterError for an empty name.
+    """
+    name = str(name or "").strip()
+    if not name:
+        raise AnsibleFilterError("ollama_tag: empty model name; pass e.g. model=qwen2.5:14b")
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
+
+
+def registry_manifest_path(name):
+    """Ollama registry v2 path of a tag: ``qwen2.5:14b`` -> ``/v2/library/qwen2.5/manifests/14b``."""
+    tag = ollama_tag(name)
+    repo, _, version = tag.rpartition(":")
+    if "/" not in repo:
+        repo = f"library/{repo}"
+    return f"/v2/{repo}/manifests/{version}"
+
+
+def _gi(value):
+    return f"{int(value)}Gi"
+
+
+def _parse_gi(quantity, field):
+    text = str(quantity).strip()
+    if text.endswith("Gi"):
+        return float(text[:-2])
+    if text.endswith("Mi"):
+        return float(text[:-2]) / 1024
+    raise AnsibleFilterError(f"model catalog field {field}={quantity!r}: write memory as Gi or Mi, e.g. 16Gi")
+
+
+def model_requirements(entry, size_bytes=None):
+    """Memory a model needs, from its catalog ``entry`` (dict) and/or its size on disk.
+
+    ``entry`` may give ``size_gb`` (GB on disk), ``memory_limit``/``memory_request`` (Kubernetes quantities
+    in Gi/Mi) and ``lxc_memory_mib`` (MiB). Missing values come from the formula in this module's docstring,
+    using ``size_gb`` or ``size_bytes`` (bytes, e.g. the sum of the registry manifest's layers).
+
+    Returns a dict: ``size_gb``, ``run_gib``, ``memory_limit``, ``memory_request`` (quantities),
+    ``memory_limit_gib``, ``lxc_memory_mib`` (int), ``source`` (``catalog``, ``formula`` or ``catalog+formula``).
+    Raises AnsibleFilterError when neither a size nor explicit limits are known.
+    """
+    entry = dict(entry or {})
+    size_gb = entry.get("size_gb")
+    if size_gb is None and size_bytes:
+        size_gb = round(int(size_bytes) / 1e9, 2)
+    explicit = {k for k in ("memory_limit", "memory_request", "lxc_memory_mib") if entry.get(k) is not None}
+    if size_gb is None and len(explicit) < 3:
+        raise AnsibleFilterError(
+            "model_requirements: the model has no size_gb in the catalog and no registry size; add size_gb "
+            "(GB on disk) to inference_model_catalog or make sure the registry knows the tag"
+        )
+    run_gib = float(size_gb) * 1.2 + 1 if size_gb is not None else None
+    if entry.get("memory_limit") is not None:
+        limit_gib = _parse_gi(entry["memory_limit"], "memory_limit")
+    else:
+        limit_gib = max(2, 2 ** math.ceil(math.log2(run_gib)))
+    if entry.get("memory_request") is not None:
+        request = str(entry["memory_request"])
+    else:
+        request = _gi(max(2, math.ceil(limit_gib / 4)))
+    limit = str(entry["memory_limit"]) if entry.get("memory_limit") is not None else _gi(limit_gib)
+    lxc = int(entry["lxc_memory_mib"]) if entry.get("lxc_memory_mib") is not None else int((limit_gib + 4) * 1024)
+    source = "catalog" if len(explicit) == 3 else ("formula" if not explicit else "catalog+formula")
+    return {
+        "size_gb": size_gb,
+        "run_gib": round(run_gib, 2) if run_gib is not None else None,
+        "memory_limit": limit,
+        "memory_limit_gib": limit_gib,
+        "memory_request": request,
+        "lxc_memory_mib": lxc,
+        "source": source,
+    }
+
+
+def quantity_mib(quantity):
+    """A Kubernetes quantity (``"20709376Ki"``, ``"16Gi"``) in MiB (float), using the kubernetes client's parser.
+
+    Raises AnsibleFilterError for a value that is not a quantity.
+    """
+    if parse_quantity is None:
+        raise AnsibleFilterError("quantity_mib needs the kubernetes Python package (pip install kubernetes)")
+    try:
+        return float(parse_quantity(quantity)) / 2**20
+    except ValueError as exc:
+        raise AnsibleFilterError(f"quantity_mib: {quantity!r} is not a Kubernetes quantity") from exc
+
+
+class FilterModule:
+    """Ansible filter plugin entry point."""
+
+    def filters(self):
+        return {
+            "ollama_tag": ollama_tag,
+            "registry_manifest_path": registry_manifest_path,
+            "model_requirements": model_requirements,
+            "quantity_mib": quantity_mib,
+        }

@@ -1,0 +1,331 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: home-lab inference project
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+DOCUMENTATION = r"""
+---
+module: ollama_model
+short_description: Pull or remove a model on an Ollama server through its HTTP API
+description:
+  - Makes sure a model tag is present on (pulled to) or absent from an Ollama server.
+  - Idempotent through C(GET /api/tags); a name without tag means C(:latest), so C(phi4-mini) and
+    C(phi4-mini:latest) are the same model.
+  - "Pulls with C(POST /api/pull) and reads the whole NDJSON progress stream. Ollama answers HTTP 200 first and
+    reports failures later as an C(error) line of the stream (for example C(pull model manifest: file does not
+    exist) for a tag that does not exist); the module fails on any such line with Ollama's text and the model name."
+  - An interrupted pull resumes where it stopped when the module runs again (Ollama keeps completed bytes).
+  - Removes with C(DELETE /api/delete).
+  - Ansible modules cannot stream output. To watch a long pull, set O(progress_file) and run the task with
+    C(async) and C(poll=0), then read the file while the pull runs (see EXAMPLES).
+  - Supports check mode (reports what would change, pulls and deletes nothing) and diff mode (model list
+    before/after).
+version_added: "0.1.0"
+author:
+  - home-lab inference project
+options:
+  name:
+    description:
+      - Model tag as C(ollama pull) takes it, for example V(qwen2.5:14b) or V(phi4-mini).
+    type: str
+    required: true
+    aliases: [model]
+  state:
+    description:
+      - V(present) pulls the model when it is missing; V(absent) removes it when it is there.
+    type: str
+    choices: [present, absent]
+    default: present
+  progress_file:
+    description:
+      - Path of a JSON file the module rewrites while the pull streams (at most about four times a second), with
+        C(model), C(status), C(completed) and C(total) (bytes), C(percent) (0-100), C(done) (bool), C(error),
+        C(started_at) and C(updated_at) (epoch seconds).
+      - Written also when nothing needs pulling (C(done=true), C(status=present)), so a watcher always ends.
+      - Not written in check mode.
+    type: path
+extends_documentation_fragment:
+  - ollama
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+notes:
+  - "Upstream API: https://github.com/ollama/ollama/blob/main/docs/api.md (C(/api/tags), C(/api/pull),
+    C(/api/delete))."
+  - O(timeout) bounds the silence between two progress lines, not the whole pull; a 9 GB model takes minutes.
+  - Pulling through the API replaces the Ollama chart's postStart pull hook, which gives no logs and blocks
+    readiness.
+seealso:
+  - name: Ollama API reference
+    description: The HTTP API this module uses.
+    link: https://github.com/ollama/ollama/blob/main/docs/api.md
+"""
+
+EXAMPLES = r"""
+- name: Pull qwen2.5:14b on the CPU worker's Ollama
+  ollama_model:
+    api_url: http://ollama.ml.svc.cluster.local:11434
+    name: qwen2.5:14b
+    timeout: 120
+
+- name: Remove the old model
+  ollama_model:
+    api_url: http://ollama.ml.svc.cluster.local:11434
+    name: qwen2.5:3b
+    state: absent
+
+# Watch a long pull: start it in the background, poll the progress file, then collect the result.
+- name: Start pulling phi4-mini in the background
+  ollama_model:
+    api_url: "{{ ollama_api_url }}"
+    name: phi4-mini
+    progress_file: /tmp/ollama-pull-phi4-mini.json
+  async: 3600
+  poll: 0
+  register: pull_job
+
+# Each retry of this watcher task shows the file's JSON (completed/total bytes, percent, status) with -v.
+- name: Wait for the pull, showing its progress
+  ansible.builtin.command: cat /tmp/ollama-pull-phi4-mini.json
+  register: pull_progress
+  until: (pull_progress.stdout | default('{}', true) | from_json).done | default(false)
+  retries: 720
+  delay: 5
+  changed_when: false
+  failed_when: false
+
+- name: Collect the pull result (fails with Ollama's error text if the pull failed)
+  ansible.builtin.async_status:
+    jid: "{{ pull_job.ansible_job_id }}"
+  register: pull_result
+  until: pull_result.finished
+  retries: 60
+  delay: 5
+
+- name: What would change (check mode, with diff)
+  ollama_model:
+    api_url: "{{ ollama_api_url }}"
+    name: qwen2.5:14b
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+name:
+  description: The normalized model name (with tag).
+  returned: always
+  type: str
+  sample: phi4-mini:latest
+digest:
+  description: Manifest digest from C(/api/tags) (hex, no C(sha256:) prefix); null when the model is absent
+    or not yet pulled in check mode.
+  returned: always
+  type: str
+  sample: 4923ac2444ba08b5ba0b2d9f3ab5d8c1c5b1a3e9f0e7f4c6d3b2a1908f7e6d5c
+size:
+  description: Size on disk in bytes from C(/api/tags); null when the model is absent or in check mode
+    before a pull.
+  returned: always
+  type: int
+  sample: 2500000484
+bytes_pulled:
+  description: Bytes transferred by this run (a resumed pull counts only the rest; 0 when nothing was pulled).
+  returned: always
+  type: int
+  sample: 2500000484
+duration:
+  description: Seconds spent pulling or deleting (0 when nothing changed).
+  returned: always
+  type: float
+  sample: 51.2
+models:
+  description: Names of the models on the server after the task (what they would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [llama3.2:1b, phi4-mini:latest]
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ollama_client import (
+    OllamaError,
+    client_from_module,
+    normalize_name,
+    ollama_argument_spec,
+    same_model,
+)
+
+
+class ProgressFile:
+    """Rewrites ``path`` atomically with the pull progress (JSON), at most every ``interval`` seconds."""
+
+    def __init__(self, path, model, interval=0.25):
+        self.path = path
+        self.model = model
+        self.interval = interval
+        self.started = time.time()
+        self._last = 0.0
+        self.state = {
+            "model": model,
+            "status": "starting",
+            "completed": 0,
+            "total": 0,
+            "percent": 0.0,
+            "done": False,
+            "error": None,
+            "started_at": self.started,
+            "updated_at": self.started,
+        }
+
+    def write(self, force=False, **changes):
+        self.state.update(changes)
+        now = time.time()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self.state["updated_at"] = now
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ollama-progress-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.state, handle)
+        os.replace(tmp, self.path)
+
+    def on_progress(self, item):
+        force = item.get("status") == "success"
+        self.write(
+            force=force,
+            status=item.get("status", ""),
+            completed=item.get("completed_bytes", 0),
+            total=item.get("total_bytes", 0),
+            percent=item.get("percent", 0.0),
+        )
+
+
+def find(models, name):
+    for entry in models:
+        if same_model(entry.get("name") or entry.get("model") or "", name):
+            return entry
+    return None
+
+
+def names(models):
+    return sorted(entry.get("name") or entry.get("model") for entry in models)
+
+
+def main():
+    argument_spec = ollama_argument_spec()
+    argument_spec.update(
+        name={"type": "str", "required": True, "aliases": ["model"]},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        progress_file={"type": "path"},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    state = module.params["state"]
+    try:
+        name = normalize_name(module.params["name"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    progress = ProgressFile(module.params["progress_file"], name) if module.params["progress_file"] else None
+    client = client_from_module(module)
+
+    try:
+        before_models = client.tags()
+    except OllamaError as exc:
+        module.fail_json(msg=f"cannot list the models of {client.base_url}: {exc}", name=name, error=exc.message)
+    entry = find(before_models, name)
+    before = names(before_models)
+
+    changed = (entry is None) if state == "present" else (entry is not None)
+    if state == "present":
+        after = sorted(set(before) | {name}) if changed else before
+    else:
+        after = [n for n in before if not same_model(n, name)]
+    result = {
+        "changed": changed,
+        "name": name,
+        "digest": entry.get("digest") if entry and state == "present" else None,
+        "size": entry.get("size") if entry and state == "present" else None,
+        "bytes_pulled": 0,
+        "duration": 0.0,
+        "models": after,
+    }
+    if module._diff:
+        result["diff"] = {
+            "before_header": f"{client.base_url} models",
+            "after_header": f"{client.base_url} models",
+            "before": "".join(n + "\n" for n in before),
+            "after": "".join(n + "\n" for n in after),
+        }
+
+    if module.check_mode:
+        module.exit_json(**result)
+    if not changed:
+        if progress is not None:
+            status = "present" if state == "present" else "absent"
+            size = result["size"] or 0
+            progress.write(force=True, status=status, completed=size, total=size, percent=100.0, done=True)
+        module.exit_json(**result)
+
+    started = time.monotonic()
+    if state == "present":
+        if progress is not None:
+            progress.write(force=True, status="pulling manifest")
+        try:
+            pulled = client.pull(name, on_progress=progress.on_progress if progress else None)
+        except OllamaError as exc:
+            if progress is not None:
+                progress.write(force=True, status="error", error=exc.message, done=True)
+            module.fail_json(
+                msg=f"pulling {name} from {client.base_url} failed: {exc.message}",
+                name=name,
+                error=exc.message,
+                status=exc.status,
+                models=before,
+            )
+        result["bytes_pulled"] = pulled["bytes_pulled"]
+        if progress is not None:
+            progress.write(
+                force=True,
+                status="success",
+                completed=pulled["completed"],
+                total=pulled["total"],
+                percent=100.0,
+                done=True,
+            )
+    else:
+        try:
+            client.delete(name)
+        except OllamaError as exc:
+            if exc.status != 404:  # gone meanwhile: nothing left to do
+                module.fail_json(msg=f"removing {name} failed: {exc.message}", name=name, error=exc.message)
+            result["changed"] = False
+        if progress is not None:
+            progress.write(force=True, status="absent", done=True)
+    result["duration"] = round(time.monotonic() - started, 3)
+
+    try:
+        after_models = client.tags()
+    except OllamaError as exc:
+        module.fail_json(msg=f"cannot list the models after the change: {exc}", name=name, error=exc.message)
+    entry = find(after_models, name)
+    if state == "present" and entry is None:
+        module.fail_json(msg=f"pull of {name} reported success but the model is not in /api/tags", name=name)
+    result["models"] = names(after_models)
+    if entry is not None and state == "present":
+        result["digest"] = entry.get("digest")
+        result["size"] = entry.get("size")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

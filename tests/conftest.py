@@ -1,0 +1,57 @@
+"""Shared pytest set-up: repository paths and running Ansible modules in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import ansible.module_utils
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ROOT / "plugins"
+
+# Modules import `ansible.module_utils.<name>`; ansible.cfg points module_utils at plugins/module_utils.
+# Make the same import path work in-process for unit tests.
+if str(PLUGINS / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(PLUGINS / "module_utils"))
+for sub in ("modules", "filter"):
+    if str(PLUGINS / sub) not in sys.path:
+        sys.path.insert(0, str(PLUGINS / sub))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+class ModuleResult(dict):
+    """The JSON a module printed, plus whether it called fail_json."""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.get("failed"))
+
+
+def run_module(module, args: dict, check_mode: bool = False, diff: bool = False, capsys=None) -> ModuleResult:
+    """Run an Ansible module's ``main()`` with ``args`` and return what it printed.
+
+    ``module`` is the imported module object. Uses ansible-core's ``patch_module_args``.
+    """
+    from ansible.module_utils.testing import patch_module_args
+
+    args = dict(args)
+    args["_ansible_check_mode"] = check_mode
+    args["_ansible_diff"] = diff
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            module.main()
+    assert capsys is not None, "pass capsys so the module output can be read"
+    out = capsys.readouterr().out
+    return ModuleResult(json.loads(out.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def module_runner(capsys):
+    def _run(module, args, check_mode=False, diff=False):
+        return run_module(module, args, check_mode=check_mode, diff=diff, capsys=capsys)
+
+    return _run

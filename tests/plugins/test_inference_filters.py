@@ -1,0 +1,80 @@
+"""The sizing formula reproduces the operator's numbers and fails clearly without a size."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from inference import model_requirements, ollama_tag, registry_manifest_path
+
+
+@pytest.mark.parametrize(
+    ("size_gb", "limit", "mem_request", "lxc"),
+    [
+        (2.5, "4Gi", "2Gi", 8192),  # phi4-mini, story 25.2: 4Gi limit, 2Gi request, 8 GB LXC
+        (9.0, "16Gi", "4Gi", 20480),  # qwen2.5:14b, story 12.8: 16Gi limit, 4Gi request, 20 GB LXC
+        (1.3, "4Gi", "2Gi", 8192),  # llama3.2:1b
+        (4.7, "8Gi", "2Gi", 12288),  # llama3.1:8b, not in the catalog
+        (40, "64Gi", "16Gi", 69632),  # llama3.1:70b: larger than the 64 GiB host
+    ],
+)
+def test_formula_matches_stories(size_gb, limit, mem_request, lxc):
+    req = model_requirements({"size_gb": size_gb})
+    assert (req["memory_limit"], req["memory_request"], req["lxc_memory_mib"]) == (limit, mem_request, lxc)
+    assert req["source"] == "formula"
+
+
+def test_registry_size_in_bytes_is_used_when_catalog_has_none():
+    req = model_requirements({}, size_bytes=9_000_000_000)
+    assert req["memory_limit"] == "16Gi"
+    assert req["size_gb"] == 9.0
+
+
+def test_catalog_values_win_over_formula():
+    req = model_requirements({"size_gb": 2.5, "memory_limit": "6Gi", "memory_request": "3Gi", "lxc_memory_mib": 10240})
+    assert (req["memory_limit"], req["memory_request"], req["lxc_memory_mib"], req["source"]) == (
+        "6Gi",
+        "3Gi",
+        10240,
+        "catalog",
+    )
+
+
+def test_partial_catalog_entry_mixes_sources():
+    req = model_requirements({"size_gb": 9.0, "memory_limit": "16Gi"})
+    assert req["source"] == "catalog+formula"
+    assert req["lxc_memory_mib"] == 20480
+
+
+def test_no_size_names_the_field():
+    with pytest.raises(AnsibleFilterError, match="size_gb"):
+        model_requirements({})
+
+
+def test_bad_quantity_names_the_field():
+    with pytest.raises(AnsibleFilterError, match="memory_limit"):
+        model_requirements({"memory_limit": "16G", "memory_request": "4Gi", "lxc_memory_mib": 1})
+
+
+@pytest.mark.parametrize(
+    ("name", "tag", "path"),
+    [
+        ("phi4-mini", "phi4-mini:latest", "/v2/library/phi4-mini/manifests/latest"),
+        ("qwen2.5:14b", "qwen2.5:14b", "/v2/library/qwen2.5/manifests/14b"),
+        ("someone/custom:q4", "someone/custom:q4", "/v2/someone/custom/manifests/q4"),
+    ],
+)
+def test_tags_and_manifest_paths(name, tag, path):
+    assert ollama_tag(name) == tag
+    assert registry_manifest_path(name) == path
+
+
+def test_empty_tag_rejected():
+    with pytest.raises(AnsibleFilterError, match="model="):
+        ollama_tag("")
+
+
+def test_quantity_mib_reads_kubelet_memory():
+    from inference import quantity_mib
+
+    assert quantity_mib("20709376Ki") == 20224.0
+    assert quantity_mib("16Gi") == 16384.0
+    with pytest.raises(AnsibleFilterError, match="not a Kubernetes quantity"):
+        quantity_mib("lots")
