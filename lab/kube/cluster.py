@@ -433,7 +433,9 @@ class Cluster:
     ) -> dict:
         """LIST as a ``<Kind>List`` with ``metadata.resourceVersion`` (and ``continue`` when ``limit`` cut it)."""
         label, field = self._matchers(rt, label_selector, field_selector)
-        items = [o for o in self.iter_objects(rt, namespace or None if rt.namespaced else None) if label(o) and field(o)]
+        items = [
+            o for o in self.iter_objects(rt, namespace or None if rt.namespaced else None) if label(o) and field(o)
+        ]
         start = 0
         list_rv = self.resource_version
         if continue_token:
@@ -532,8 +534,10 @@ class Cluster:
         obj = copy.deepcopy(body)
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if kind and kind != rt.kind:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version "
-                              f"({rt.api_version}) or kind {kind!r} is not {rt.kind!r}")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({rt.api_version}) or kind {kind!r} is not {rt.kind!r}"
+            )
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
@@ -541,7 +545,9 @@ class Cluster:
         if rt.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and namespace and body_ns != namespace:
-                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             namespace = namespace or body_ns or "default"
             meta["namespace"] = namespace
             if not internal or rt.kind != "Event":
@@ -555,7 +561,9 @@ class Cluster:
                 meta["name"] = name
             else:
                 raise admission.invalid(
-                    rt, "", [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")]
+                    rt,
+                    "",
+                    [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")],
                 )
         admission.validate_name(rt, name)
         if self.stored(rt, meta.get("namespace", ""), name) is not None:
@@ -827,8 +835,12 @@ class Cluster:
             else:
                 raise ApiError(415, "UnsupportedMediaType", f"the media type {patch_type!r} is not supported")
         except PatchError as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}",
-                           {"name": name, "group": rt.group, "kind": rt.kind}) from exc
+            raise ApiError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: {exc}",
+                {"name": name, "group": rt.group, "kind": rt.kind},
+            ) from exc
         if not isinstance(patched, dict):
             raise bad_request("the patched object is not an object")
         rv = (patched.get("metadata") or {}).get("resourceVersion")
@@ -860,12 +872,22 @@ class Cluster:
         pre = options.get("preconditions") or {}
         cur_meta = current["metadata"]
         if pre.get("uid") and pre["uid"] != cur_meta["uid"]:
-            raise conflict(rt.qualified, name, rt.group, rt.plural,
-                           f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {cur_meta['uid']}")
+            raise conflict(
+                rt.qualified,
+                name,
+                rt.group,
+                rt.plural,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {cur_meta['uid']}",
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != cur_meta["resourceVersion"]:
-            raise conflict(rt.qualified, name, rt.group, rt.plural,
-                           f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                           f"ResourceVersion in object meta: {cur_meta['resourceVersion']}")
+            raise conflict(
+                rt.qualified,
+                name,
+                rt.group,
+                rt.plural,
+                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                f"ResourceVersion in object meta: {cur_meta['resourceVersion']}",
+            )
         policy = options.get("propagationPolicy")
         if options.get("orphanDependents") is True and not policy:
             policy = "Orphan"
@@ -873,7 +895,9 @@ class Cluster:
             return copy.deepcopy(current)
         return self.delete_object(rt, current, policy, options.get("gracePeriodSeconds"))
 
-    def delete_object(self, rt: ResourceType, current: dict, policy: str | None = None, grace: int | None = None) -> dict:
+    def delete_object(
+        self, rt: ResourceType, current: dict, policy: str | None = None, grace: int | None = None
+    ) -> dict:
         """Delete a stored object with the API server's semantics (used by the API and the controllers)."""
         meta = current["metadata"]
         success = {
@@ -889,8 +913,10 @@ class Cluster:
             return copy.deepcopy(current)
         if rt.kind == "Namespace":
             if meta["name"] in ("default", "kube-system", "kube-public"):
-                raise forbidden(f'namespaces "{meta["name"]}" is forbidden: this namespace may not be deleted',
-                                {"name": meta["name"], "kind": "namespaces"})
+                raise forbidden(
+                    f'namespaces "{meta["name"]}" is forbidden: this namespace may not be deleted',
+                    {"name": meta["name"], "kind": "namespaces"},
+                )
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = now()
             new["status"] = {"phase": "Terminating"}
@@ -1005,7 +1031,13 @@ class Cluster:
             raise admission.invalid(
                 ResourceType("autoscaling", "v1", "Scale", "scale", True),
                 name,
-                [("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas}: must be greater than or equal to 0")],
+                [
+                    (
+                        "spec.replicas",
+                        "FieldValueInvalid",
+                        f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    )
+                ],
             )
         current = self.stored(rt, namespace, name)
         assert current is not None
@@ -1038,8 +1070,9 @@ class Cluster:
         if current is None:
             raise not_found("pods", name, "", "pods")
         if current["spec"].get("nodeName"):
-            raise conflict("pods", name, "", "pods", f"pod {name} is already assigned to node "
-                                                     f"\"{current['spec']['nodeName']}\"")
+            raise conflict(
+                "pods", name, "", "pods", f'pod {name} is already assigned to node "{current["spec"]["nodeName"]}"'
+            )
         target = ((body or {}).get("target") or {}).get("name")
         if not target:
             raise bad_request("binding target name is required")
@@ -1286,8 +1319,11 @@ class Cluster:
         status["podIPs"] = [{"ip": status["podIP"]}]
         status.pop("nominatedNodeName", None)
         self._put(pod_rt, new)
-        self.record_event(new, "Scheduled", f"Successfully assigned {new['metadata']['namespace']}/"
-                                            f"{new['metadata']['name']} to {node_name}")
+        self.record_event(
+            new,
+            "Scheduled",
+            f"Successfully assigned {new['metadata']['namespace']}/{new['metadata']['name']} to {node_name}",
+        )
         if node_ready(node):
             self.start_pod(new)
 
@@ -1335,9 +1371,7 @@ class Cluster:
 
         def remove() -> None:
             current = self.stored(pod_rt, ns, name)
-            if current is not None and current["metadata"]["uid"] == uid and not current["metadata"].get(
-                "finalizers"
-            ):
+            if current is not None and current["metadata"]["uid"] == uid and not current["metadata"].get("finalizers"):
                 self._remove(pod_rt, current)
 
         if stop is None and (force or uid not in self._pod_ops):
@@ -1394,8 +1428,16 @@ class Cluster:
         else:
             status.pop("message", None)
         containers = new["spec"].get("containers") or []
-        waiting = {"ContainerCreating", "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
-                   "CreateContainerConfigError", "CreateContainerError", "PodInitializing", "RunContainerError"}
+        waiting = {
+            "ContainerCreating",
+            "CrashLoopBackOff",
+            "ImagePullBackOff",
+            "ErrImagePull",
+            "CreateContainerConfigError",
+            "CreateContainerError",
+            "PodInitializing",
+            "RunContainerError",
+        }
         previous = {cs.get("name"): cs for cs in status.get("containerStatuses") or []}
         statuses = []
         for container in containers:
@@ -1408,9 +1450,14 @@ class Cluster:
                 "restartCount": restart_count if restart_count is not None else old.get("restartCount", 0),
             }
             if phase in ("Succeeded", "Failed"):
-                cs["state"] = {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1,
-                                              "reason": reason or ("Completed" if phase == "Succeeded" else "Error"),
-                                              "startedAt": status["startTime"], "finishedAt": stamp}}
+                cs["state"] = {
+                    "terminated": {
+                        "exitCode": 0 if phase == "Succeeded" else 1,
+                        "reason": reason or ("Completed" if phase == "Succeeded" else "Error"),
+                        "startedAt": status["startTime"],
+                        "finishedAt": stamp,
+                    }
+                }
                 cs["started"] = False
             elif phase == "Pending" or (reason in waiting and not ready):
                 cs["state"] = {"waiting": {"reason": reason or "ContainerCreating"}}
@@ -1429,10 +1476,20 @@ class Cluster:
         _set_condition(status, "Initialized", "True")
         names = [c["name"] for c in containers]
         not_ready_msg = f"containers with unready status: [{' '.join(names)}]"
-        _set_condition(status, "Ready", "True" if ready else "False",
-                       None if ready else "ContainersNotReady", None if ready else not_ready_msg)
-        _set_condition(status, "ContainersReady", "True" if ready else "False",
-                       None if ready else "ContainersNotReady", None if ready else not_ready_msg)
+        _set_condition(
+            status,
+            "Ready",
+            "True" if ready else "False",
+            None if ready else "ContainersNotReady",
+            None if ready else not_ready_msg,
+        )
+        _set_condition(
+            status,
+            "ContainersReady",
+            "True" if ready else "False",
+            None if ready else "ContainersNotReady",
+            None if ready else not_ready_msg,
+        )
         _set_condition(status, "PodScheduled", "True")
         if new != pod:
             self._put(pod_rt, new)
@@ -1488,19 +1545,49 @@ def _node_conditions(ready: bool, stamp: str) -> list[dict]:
         ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     ):
         if ready:
-            conditions.append({"type": ctype, "status": "False", "lastHeartbeatTime": stamp,
-                               "lastTransitionTime": stamp, "reason": reason, "message": message})
+            conditions.append(
+                {
+                    "type": ctype,
+                    "status": "False",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                    "reason": reason,
+                    "message": message,
+                }
+            )
         else:
-            conditions.append({"type": ctype, "status": "Unknown", "lastHeartbeatTime": stamp,
-                               "lastTransitionTime": stamp, "reason": "NodeStatusUnknown",
-                               "message": "Kubelet stopped posting node status."})
+            conditions.append(
+                {
+                    "type": ctype,
+                    "status": "Unknown",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                    "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status.",
+                }
+            )
     if ready:
-        conditions.append({"type": "Ready", "status": "True", "lastHeartbeatTime": stamp, "lastTransitionTime": stamp,
-                           "reason": "KubeletReady", "message": "kubelet is posting ready status"})
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "True",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+            }
+        )
     else:
-        conditions.append({"type": "Ready", "status": "Unknown", "lastHeartbeatTime": stamp,
-                           "lastTransitionTime": stamp, "reason": "NodeStatusUnknown",
-                           "message": "Kubelet stopped posting node status."})
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "Unknown",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+                "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.",
+            }
+        )
     return conditions
 
 

@@ -181,6 +181,26 @@ def split_messages(messages: list[dict]) -> tuple[str, str]:
     return system, user
 
 
+_FLAT_SECTION = re.compile(r"^### (System|User|Assistant):\n", re.MULTILINE)
+
+
+def unflatten_prompt(prompt: str) -> list[dict]:
+    """Chat messages from one ``/api/generate`` prompt.
+
+    LiteLLM's ``ollama/`` provider flattens chat messages into ``### System:`` / ``### User:`` /
+    ``### Assistant:`` sections (``ollama_pt``); those become messages again, so the document is still the last
+    user section. Any other prompt is one user message.
+    """
+    marks = list(_FLAT_SECTION.finditer(prompt))
+    if not marks or marks[0].start() != 0:
+        return [{"role": "user", "content": prompt}]
+    messages = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(prompt)
+        messages.append({"role": mark.group(1).lower(), "content": prompt[mark.end() : end].strip("\n")})
+    return messages
+
+
 def is_classification(system: str, user: str, constrained: bool) -> bool:
     """A request is a classification when it has instructions, a format constraint, or a document-sized text."""
     return bool(system.strip()) or constrained or len(user) >= 120 or user.count("\n") >= 2

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lab.ollama.behaviour import Answer, generate
+from lab.ollama.behaviour import Answer, generate, unflatten_prompt
 from lab.ollama.catalog import GIB, ModelCatalog, OllamaModel, normalize_tag
 from lab.ollama.registry import Registry
 
@@ -704,7 +704,7 @@ async def _generate(request: web.Request) -> web.StreamResponse:
     if body.get("system"):
         messages.append({"role": "system", "content": str(body["system"])})
     if body.get("prompt"):
-        messages.append({"role": "user", "content": str(body["prompt"])})
+        messages.extend(unflatten_prompt(str(body["prompt"])))
     return await _infer(request, _request_common(emu, body, messages), "generate")
 
 

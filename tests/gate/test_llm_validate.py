@@ -236,8 +236,8 @@ def test_server_errors_count_as_invalid(module_runner, ollama):
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_is_bounded(module_runner, vllm, concurrency):
-    vllm.models["m"] = good(delay=0.08)
-    result = module_runner(llm_validate, args(vllm, "m", sample_size=9, concurrency=concurrency))
+    vllm.models["m"] = good(delay=0.2)
+    result = module_runner(llm_validate, args(vllm, "m", sample_size=6, concurrency=concurrency))
     assert not result.failed, result["msg"]
     assert vllm.rec.max_in_flight == concurrency  # used, and never exceeded
 

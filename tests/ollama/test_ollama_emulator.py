@@ -424,3 +424,13 @@ def test_duration_parsing():
     assert parse_keep_alive(0) == 0
     with pytest.raises(ValueError):
         parse_go_duration("five minutes")
+
+
+def test_generate_understands_litellm_flattened_prompts(ollama_factory):
+    """LiteLLM's ``ollama/`` provider sends chat messages as one prompt with ``### System:``/``### User:``."""
+    _, server = ollama_factory()
+    client = OllamaClient(server.url)
+    client.pull("phi4-mini")
+    prompt = f"### System:\n{SYSTEM}\n\n### User:\n{INVOICE}\n\n"
+    answer = client.generate("phi4-mini", prompt, format="json")
+    assert json.loads(answer["response"])["correspondent"] == "ACME Corp"
