@@ -97,7 +97,8 @@ class LabRuntime:
             "litellm-master-key": "sk-lab-" + secrets.token_hex(16),
             "openai-api-key": "sk-lab-placeholder-" + secrets.token_hex(8),
         }
-        for name, value in self.secrets.items():
+        files = {**self.secrets, "proxmox-token-id": self.topology["proxmox"]["token_id"]}
+        for name, value in files.items():
             path = self.cfg.secrets_dir / name
             path.write_text(value)
             path.chmod(0o600)
@@ -188,7 +189,6 @@ class LabRuntime:
         self._add_nodes()
         self.cluster.seed(list(self.topology["kubernetes"].get("seed") or []))
         token_id = self.topology["proxmox"]["token_id"]
-        (self.cfg.secrets_dir / "proxmox-token-id").write_text(token_id)
         await self._site(
             make_kube_app(self.cluster, self.secrets["kubernetes-token"]), self.cfg.port("kubernetes"), ssl_ctx
         )

@@ -67,6 +67,11 @@ async def _auth(request: web.Request, handler):
         return await handler(request)
     except ApiError as exc:
         return _status_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path_qs)
+        return _status_response(ApiError(500, "InternalError", f"Internal error occurred: {exc}", {}))
 
 
 def make_kube_app(cluster: Cluster, token: str) -> web.Application:

@@ -35,7 +35,7 @@ log = logging.getLogger("lab.kube")
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "PodDisruptionBudget", "Ingress", "NetworkPolicy"}
 MAX_EVENTS = 2000
-HISTORY = 20000
+HISTORY = 10000
 K8S_VERSION = {
     "major": "1",
     "minor": "32",

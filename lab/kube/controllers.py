@@ -23,7 +23,6 @@ from lab.kube.cluster import NAME_ALPHABET, controller_uid, now, parse_time, pod
 from lab.kube.errors import ApiError
 from lab.kube.resources import BY_KIND, RESOURCE_TYPES
 from lab.kube.scheduler import schedule_pending
-from lab.kube.selectors import labels_match_selector
 
 if TYPE_CHECKING:
     from lab.kube.cluster import Cluster
@@ -69,11 +68,8 @@ def _namespaces(cluster: Cluster) -> None:
                 continue
             for obj in list(cluster.iter_objects(rt, name)):
                 remaining += 1
-                if obj["metadata"].get("deletionTimestamp"):
-                    if obj["metadata"].get("finalizers") and rt.kind in ("PersistentVolumeClaim",):
-                        continue
-                    continue
-                cluster.delete_object(rt, obj, "Background")
+                if not obj["metadata"].get("deletionTimestamp"):
+                    cluster.delete_object(rt, obj, "Background")
         if remaining == 0:
             cluster._remove(NS, ns)
 
@@ -228,7 +224,7 @@ def _provision(cluster: Cluster, pvc: dict, sc: dict) -> None:
             "volume.kubernetes.io/storage-provisioner": sc.get("provisioner", ""),
         }
     )
-    updated = cluster._apply_update(PVC, pvc, new, None, False)
+    cluster._apply_update(PVC, pvc, new, None, False)
     current = cluster.stored(PVC, meta["namespace"], meta["name"])
     if current is None:
         return
@@ -238,7 +234,6 @@ def _provision(cluster: Cluster, pvc: dict, sc: dict) -> None:
         "accessModes": list(spec.get("accessModes") or ["ReadWriteOnce"]),
         "capacity": {"storage": storage},
     }
-    del updated
     cluster._apply_update(PVC, current, bound_pvc, "status", False)
 
 
@@ -781,8 +776,3 @@ def _pod_from_template(rs: dict) -> dict:
         }
     ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
-
-
-def selector_matches(selector: dict | None, labels: dict | None) -> bool:
-    """Whether a ``LabelSelector`` selects ``labels`` (re-exported for the scheduler and tests)."""
-    return labels_match_selector(labels, selector)

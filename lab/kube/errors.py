@@ -31,16 +31,22 @@ class ApiError(Exception):
         return body
 
 
+def _details(name: str, group: str, plural: str) -> dict:
+    """``StatusDetails``; ``group`` is omitted for the core group (``omitempty``)."""
+    details = {"name": name, "group": group, "kind": plural}
+    if not group:
+        details.pop("group")
+    return details
+
+
 def not_found(qualified: str, name: str, group: str, plural: str) -> ApiError:
     """404 NotFound: ``deployments.apps "x" not found``."""
-    return ApiError(404, "NotFound", f'{qualified} "{name}" not found', {"name": name, "group": group, "kind": plural})
+    return ApiError(404, "NotFound", f'{qualified} "{name}" not found', _details(name, group, plural))
 
 
 def already_exists(qualified: str, name: str, group: str, plural: str) -> ApiError:
     """409 AlreadyExists: ``configmaps "x" already exists``."""
-    return ApiError(
-        409, "AlreadyExists", f'{qualified} "{name}" already exists', {"name": name, "group": group, "kind": plural}
-    )
+    return ApiError(409, "AlreadyExists", f'{qualified} "{name}" already exists', _details(name, group, plural))
 
 
 def conflict(qualified: str, name: str, group: str, plural: str, why: str | None = None) -> ApiError:
@@ -50,7 +56,7 @@ def conflict(qualified: str, name: str, group: str, plural: str, why: str | None
         409,
         "Conflict",
         f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
-        {"name": name, "group": group, "kind": plural},
+        _details(name, group, plural),
     )
 
 

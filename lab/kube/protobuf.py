@@ -154,24 +154,29 @@ def _classes() -> dict[str, Any]:
             ("dryRun", 5, _STR, _REP),
         ],
     )
+    _message(file, "NamespaceSpec", [("finalizers", 1, _STR, _REP)])
+    _message(file, "NamespaceStatus", [("phase", 1, _STR, _OPT)])
+    _message(
+        file,
+        "Namespace",
+        [
+            ("metadata", 1, _MSG, _OPT, ".k8s.ObjectMeta"),
+            ("spec", 2, _MSG, _OPT, ".k8s.NamespaceSpec"),
+            ("status", 3, _MSG, _OPT, ".k8s.NamespaceStatus"),
+        ],
+    )
+    _message(
+        file,
+        "Eviction",
+        [("metadata", 1, _MSG, _OPT, ".k8s.ObjectMeta"), ("deleteOptions", 2, _MSG, _OPT, ".k8s.DeleteOptions")],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    names = [
-        "TypeMeta",
-        "Unknown",
-        "Time",
-        "ObjectMeta",
-        "ListMeta",
-        "Secret",
-        "ConfigMap",
-        "SecretList",
-        "ConfigMapList",
-        "DeleteOptions",
-    ]
+    names = [m.name for m in file.message_type]
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"k8s.{n}")) for n in names}
 
 
-SUPPORTED_KINDS = ("Secret", "ConfigMap", "SecretList", "ConfigMapList", "DeleteOptions")
+SUPPORTED_KINDS = ("Secret", "ConfigMap", "SecretList", "ConfigMapList", "DeleteOptions", "Namespace", "Eviction")
 
 
 # -- message -> JSON dict --------------------------------------------------------------------------------------
@@ -213,26 +218,40 @@ def _meta_to_json(msg: Any) -> dict:
     return out
 
 
+def _delete_options_to_json(msg: Any) -> dict:
+    out: dict[str, Any] = {}
+    if msg.HasField("gracePeriodSeconds"):
+        out["gracePeriodSeconds"] = msg.gracePeriodSeconds
+    if msg.HasField("preconditions"):
+        pre = {}
+        if msg.preconditions.HasField("uid"):
+            pre["uid"] = msg.preconditions.uid
+        if msg.preconditions.HasField("resourceVersion"):
+            pre["resourceVersion"] = msg.preconditions.resourceVersion
+        out["preconditions"] = pre
+    if msg.HasField("orphanDependents"):
+        out["orphanDependents"] = msg.orphanDependents
+    if msg.HasField("propagationPolicy"):
+        out["propagationPolicy"] = msg.propagationPolicy
+    if msg.dryRun:
+        out["dryRun"] = list(msg.dryRun)
+    return out
+
+
 def _object_to_json(kind: str, msg: Any, api_version: str) -> dict:
     out: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
     if kind == "DeleteOptions":
-        if msg.HasField("gracePeriodSeconds"):
-            out["gracePeriodSeconds"] = msg.gracePeriodSeconds
-        if msg.HasField("preconditions"):
-            pre = {}
-            if msg.preconditions.HasField("uid"):
-                pre["uid"] = msg.preconditions.uid
-            if msg.preconditions.HasField("resourceVersion"):
-                pre["resourceVersion"] = msg.preconditions.resourceVersion
-            out["preconditions"] = pre
-        if msg.HasField("orphanDependents"):
-            out["orphanDependents"] = msg.orphanDependents
-        if msg.HasField("propagationPolicy"):
-            out["propagationPolicy"] = msg.propagationPolicy
-        if msg.dryRun:
-            out["dryRun"] = list(msg.dryRun)
+        out.update(_delete_options_to_json(msg))
         return out
     out["metadata"] = _meta_to_json(msg.metadata)
+    if kind == "Eviction":
+        if msg.HasField("deleteOptions"):
+            out["deleteOptions"] = _delete_options_to_json(msg.deleteOptions)
+        return out
+    if kind == "Namespace":
+        if msg.HasField("spec"):
+            out["spec"] = {"finalizers": list(msg.spec.finalizers)} if msg.spec.finalizers else {}
+        return out
     if kind == "Secret":
         if msg.data:
             out["data"] = {k: base64.b64encode(v).decode() for k, v in msg.data.items()}

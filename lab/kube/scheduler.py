@@ -16,7 +16,7 @@ import copy
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from lab.kube.cluster import now, parse_time
+from lab.kube.cluster import controller_uid, now, parse_time
 from lab.kube.resources import BY_KIND
 from lab.units import parse_quantity
 
@@ -195,9 +195,21 @@ def schedule_pending(cluster: Cluster) -> None:
                 if all(r.startswith("Insufficient") or r == "Too many pods" for r in why):
                     resource_only += 1
         if feasible:
-            best = max(
+            owner = controller_uid(pod)
+            siblings = Counter(
+                p["spec"].get("nodeName")
+                for p in cluster.iter_objects(POD, pod["metadata"]["namespace"])
+                if owner and controller_uid(p) == owner and p["spec"].get("nodeName")
+            )
+            # spread Pods of one owner across nodes (default topology spreading), then least allocated
+            best = min(
                 feasible,
-                key=lambda n: (_score(n, usage.get(n["metadata"]["name"], Counter()), requests), n["metadata"]["name"]),
+                key=lambda n: (
+                    siblings[n["metadata"]["name"]],
+                    -_score(n, usage.get(n["metadata"]["name"], Counter()), requests),
+                    usage.get(n["metadata"]["name"], Counter()).get("pods", 0),
+                    n["metadata"]["name"],
+                ),
             )
             name = best["metadata"]["name"]
             cluster.bind_pod(pod, name)

@@ -303,7 +303,10 @@ def generate(
     valid = correct = True
     if kind == "classification":
         truth = classify_text(user)
-        correct = draw(model, "accuracy", key) < profile.doc_type_accuracy
+        # Difficulty is a property of the document, not of the model: a hard document is hard for every model,
+        # and a model with accuracy a gets the documents with difficulty < a right (as weak models fail first
+        # on the ambiguous ones). Over a sample this keeps each model's share close to its profile.
+        correct = draw("", "difficulty", key) < profile.doc_type_accuracy
         doc_type = truth
         if not correct:
             others = [t for t in DOCUMENT_TYPES if t != truth]

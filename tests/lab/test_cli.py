@@ -1,0 +1,31 @@
+"""The twin's command line without a running twin."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_lab(tmp_path, *args):
+    env = dict(os.environ, LAB_DIR=str(tmp_path), LAB_PORT_OFFSET="700")
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_status_of_a_stopped_twin_says_so_with_exit_code_3(tmp_path):
+    result = run_lab(tmp_path, "status", "--json")
+    assert result.returncode == 3
+    assert "not running" in result.stderr
+
+
+def test_down_of_a_stopped_twin_is_a_no_op(tmp_path):
+    result = run_lab(tmp_path, "down")
+    assert result.returncode == 0
+    assert "not running" in result.stdout
+
+
+def test_unknown_command_is_refused(tmp_path):
+    result = run_lab(tmp_path, "explode")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
