@@ -340,9 +340,11 @@ def generate(
         think_tokens = 0
     completion_tokens = count_tokens(content) + think_tokens
     if thinking is not None and thinking_inline:
-        if not constrained:  # a grammar-constrained answer cannot carry the <think> block
+        # think=false ignored (qwen3 on Ollama, story 25.2): the thinking leaks. A grammar-constrained answer
+        # cannot carry the <think> block in its content, so there it comes back in message.thinking.
+        if not constrained:
             content = f"<think>\n{thinking}\n</think>\n\n{content}"
-        thinking = None
+            thinking = None
     prompt_tokens = sum(count_tokens(message_text(m.get("content"))) + 4 for m in messages)
     eval_s = min(completion_tokens / tok_s, 0.95 * latency)
     return Answer(

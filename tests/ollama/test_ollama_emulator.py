@@ -260,6 +260,10 @@ def test_thinking_qwen3_cannot_be_disabled(ollama_factory):
     assert not on["message"]["content"].startswith("<think>")
     # Thinking makes it slow: 150-400 real-lab seconds per classification, beyond a 120 s gate timeout.
     assert off["eval_count"] > 500
+    # With a JSON format the content must stay valid JSON, so the leaked thinking arrives in message.thinking.
+    constrained = client.chat("qwen3:4b", classify("t"), think=False, format="json")
+    assert constrained["message"]["thinking"]
+    json.loads(constrained["message"]["content"])
 
 
 def test_think_true_on_a_model_without_thinking_is_400(ollama_factory):
