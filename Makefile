@@ -44,7 +44,8 @@ lab-status: ## show the twin's state
 lab-reset: venv ## forget the twin's state and start it again
 	$(PY) -m lab reset
 
-demo: venv ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the report, stop the twin
+demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the report, stop the twin
+	@$(MAKE) --no-print-directory -j2 venv
 	@trap '$(PY) -m lab down >/dev/null' EXIT; \
 	$(PY) -m lab reset; \
 	kubectl --kubeconfig $(LAB_DIR)/kubeconfig apply -f lab/fixtures/paperless-ai.yaml; \
@@ -65,7 +66,9 @@ pytest: venv ## the pytest suite
 molecule: venv ## the molecule scenarios against the twin
 	molecule test --all
 
-test: venv lint pytest molecule ## everything CI runs
+test: ## everything CI runs: lint, pytest, molecule
+	@$(MAKE) --no-print-directory -j2 venv
+	@$(MAKE) --no-print-directory lint pytest molecule
 
 clean: ## stop the twin and remove runtime files (keeps the virtualenvs)
 	-$(PY) -m lab down

@@ -166,10 +166,10 @@ changed:
   type: bool
 """
 
-import time  # noqa: E402 - Ansible modules import after DOCUMENTATION/EXAMPLES/RETURN
+import time
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.proxmox_client import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.proxmox_client import (
     MIB,
     ProxmoxClient,
     ProxmoxError,

@@ -23,8 +23,13 @@ class Twin:
 
     def lab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "lab", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-            check=check, timeout=120,
+            [sys.executable, "-m", "lab", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     @property
@@ -40,8 +45,13 @@ class Twin:
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["kubectl", "--kubeconfig", self.kubeconfig, *args], input=stdin, capture_output=True, text=True,
-            check=check, timeout=60, env=self.env,
+            ["kubectl", "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+            env=self.env,
         )
 
     def state(self) -> dict:

@@ -47,8 +47,12 @@ def test_kubectl_sees_the_lab_nodes(twin):
 def _proxmox(twin) -> ProxmoxAPI:
     port = int(twin.endpoints["proxmox"].rsplit(":", 1)[1])
     return ProxmoxAPI(
-        "127.0.0.1", port=port, user="root@pam", token_name="inference",
-        token_value=twin.secret("proxmox-token-secret"), verify_ssl=str(twin.lab_dir / "ca.pem"),
+        "127.0.0.1",
+        port=port,
+        user="root@pam",
+        token_name="inference",
+        token_value=twin.secret("proxmox-token-secret"),
+        verify_ssl=str(twin.lab_dir / "ca.pem"),
     )
 
 
@@ -108,9 +112,11 @@ def test_a_running_ollama_pod_brings_the_emulated_server_up_and_replicas_0_stops
 
 
 def test_pod_that_fits_no_node_stays_pending(twin):
-    too_big = OLLAMA.replace("name: ollama, namespace: ml", "name: too-big, namespace: ml").replace(
-        "requests: {memory: 2Gi}", "requests: {memory: 64Gi}"
-    ).replace("app: ollama", "app: too-big")
+    too_big = (
+        OLLAMA.replace("name: ollama, namespace: ml", "name: too-big, namespace: ml")
+        .replace("requests: {memory: 2Gi}", "requests: {memory: 64Gi}")
+        .replace("app: ollama", "app: too-big")
+    )
     twin.kubectl("apply", "-f", "-", stdin=too_big)
 
     def pending_reason():
