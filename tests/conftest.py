@@ -16,7 +16,7 @@ PLUGINS = ROOT / "plugins"
 # Make the same import path work in-process for unit tests.
 if str(PLUGINS / "module_utils") not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(PLUGINS / "module_utils"))
-for sub in ("modules", "filter"):
+for sub in ("modules", "filter", "callback"):
     if str(PLUGINS / sub) not in sys.path:
         sys.path.insert(0, str(PLUGINS / sub))
 if str(ROOT) not in sys.path:
