@@ -34,7 +34,8 @@ class LabRuntime:
         self.catalog = load_models(cfg.models_path)
         self.registry = Registry(self.catalog)
         self.kubelet = Kubelet(self)
-        self.cluster = Cluster(kubelet=self.kubelet, time_scale=cfg.time_scale)
+        # the real LiteLLM proxy starts in real time: give rollouts at least two real minutes of progress deadline
+        self.cluster = Cluster(kubelet=self.kubelet, time_scale=cfg.time_scale, min_progress_deadline=120)
         px = self.topology["proxmox"]
         self.proxmox = ProxmoxHost(
             node=px["node"],

@@ -143,9 +143,12 @@ class Cluster:
     deadlines, ``minReadySeconds``), e.g. 0.01 makes the default 600 s progress deadline 6 s.
     """
 
-    def __init__(self, kubelet: Any = None, time_scale: float = 0.01):
+    def __init__(self, kubelet: Any = None, time_scale: float = 0.01, min_progress_deadline: float = 0.0):
         self.kubelet = kubelet
         self.time_scale = float(time_scale)
+        # Some workloads start in real time even in the twin (the real LiteLLM proxy takes 5-30 s): the runtime
+        # sets a floor (seconds) under the scaled progress deadline so their rollouts do not time out.
+        self.min_progress_deadline = float(min_progress_deadline)
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {rt.key: {} for rt in RESOURCE_TYPES}
         self._uids: dict[str, tuple[tuple[str, str], str, str]] = {}
         self._rv = 0
@@ -166,6 +169,12 @@ class Cluster:
         self._node_numbers: dict[str, int] = {}
         self.controller_state: dict[str, dict] = {}
         self._bootstrap()
+
+    def progress_deadline(self, deadline_seconds: float) -> float:
+        """Seconds a Deployment may go without progress: ``progressDeadlineSeconds`` scaled by ``time_scale``,
+        but not below ``min_progress_deadline`` (and never above the unscaled value)."""
+        deadline = float(deadline_seconds)
+        return min(deadline, max(deadline * self.time_scale, self.min_progress_deadline))
 
     # -- store primitives ------------------------------------------------------------------------------------
 

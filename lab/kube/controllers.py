@@ -616,7 +616,7 @@ def _update_deployment_status(cluster: Cluster, deployment: dict, new_rs: dict |
             and not progressed
             and (
                 prev_progress.get("reason") == "ProgressDeadlineExceeded"
-                or time.time() - last > float(deadline) * cluster.time_scale
+                or time.time() - last > cluster.progress_deadline(deadline)
             )
         )
         if timed_out:
@@ -643,7 +643,7 @@ def _update_deployment_status(cluster: Cluster, deployment: dict, new_rs: dict |
                     progressed,
                 )
             if deadline is not None:
-                remaining = float(deadline) * cluster.time_scale - (
+                remaining = cluster.progress_deadline(deadline) - (
                     time.time() - parse_time(conditions[-1]["lastUpdateTime"])
                 )
                 cluster.kick_later(f"deadline/{uid}", remaining + 1.0)
