@@ -157,9 +157,7 @@ class LabRuntime:
             "proxmox": self.proxmox.snapshot(),
             "kubernetes": self.cluster.snapshot(),
             "workloads": self.kubelet.snapshot(),
-            "registry": {"tags": sorted(self.catalog.registry_tags())}
-            if hasattr(self.catalog, "registry_tags")
-            else {},
+            "registry": {"ollama_tags": sorted(self.catalog.ollama), "vllm_models": sorted(self.catalog.vllm)},
         }
 
     def _control_app(self) -> web.Application:

@@ -18,6 +18,10 @@ def test_up_is_idempotent_and_status_prints_the_whole_state(twin):
     state = twin.state()
     assert state["time_scale"] == 0.01
     assert {c["vmid"] for c in state["proxmox"]["containers"]} == {100, 102, 103}
+    assert {n["metadata"]["name"] for n in state["kubernetes"]["Node"]} >= {"k3s-worker-02", "k3s-gpu-worker"}
+    assert "phi4-mini:latest" in state["registry"]["ollama_tags"]
+    assert "phi4-mini:3.8b" not in state["registry"]["ollama_tags"]
+    assert "Qwen/Qwen3-8B-AWQ" in state["registry"]["vllm_models"]
     human = twin.lab("status").stdout
     assert "k3s-worker-02" in human
 
