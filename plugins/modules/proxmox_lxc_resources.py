@@ -105,6 +105,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_memory:
+  description:
+    - Memory of the Proxmox VE node that holds the container, from C(GET /nodes/{node}/status), in MiB, read before
+      any change. Lets a play check that a larger container fits the host without its own API call.
+  returned: always
+  type: dict
+  sample: {total_mib: 65536, free_mib: 43008}
 vmid:
   description: The container.
   returned: always
@@ -229,8 +236,8 @@ def read_container(module, client, vmid):
     return node, config, status, pending
 
 
-def check_request(module, client, node, vmid, before, wanted, status):
-    """Refuse a shrink without allow_shrink and growth beyond the host's free memory; nothing is changed yet."""
+def check_request(module, node, vmid, before, wanted, status, free_mib):
+    """Refuse a shrink without allow_shrink and growth beyond the host's free memory (MiB); nothing is changed yet."""
     old, new = before.get("memory"), wanted.get("memory")
     if new is None or old is None or new == old:
         return
@@ -243,11 +250,6 @@ def check_request(module, client, node, vmid, before, wanted, status):
             before=before,
         )
     if new > old:
-        try:
-            host = client.host_status(node)
-        except ProxmoxError as exc:
-            fail(module, f"cannot read the memory of node {node}: {exc}")
-        free_mib = int(host["memory"]["free"]) // MIB
         needed = new - old if status == "running" else new
         if needed > free_mib:
             limit = old + free_mib if status == "running" else free_mib
@@ -328,9 +330,23 @@ def main():
         "before": {key: before[key] for key in to_set} if changed else {},
         "after": {key: after[key] for key in to_set} if changed else {},
     }
-    result = dict(changed=changed, vmid=vmid, node=node, before=before, after=after, diff=diff, restarted=False)
+    try:
+        host = client.host_status(node)
+    except ProxmoxError as exc:
+        fail(module, f"cannot read the memory of node {node}: {exc}")
+    host_memory = {"total_mib": int(host["memory"]["total"]) // MIB, "free_mib": int(host["memory"]["free"]) // MIB}
+    result = dict(
+        changed=changed,
+        vmid=vmid,
+        node=node,
+        before=before,
+        after=after,
+        diff=diff,
+        restarted=False,
+        host_memory=host_memory,
+    )
 
-    check_request(module, client, node, vmid, before, wanted, state)
+    check_request(module, node, vmid, before, wanted, state, host_memory["free_mib"])
 
     if not changed or module.check_mode:
         predicted = dict(config, **wanted)

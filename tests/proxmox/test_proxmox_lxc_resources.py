@@ -33,6 +33,10 @@ def test_read_only_returns_current_config(twin, module_runner):
     assert result["config"]["memory"] == 8192 and result["config"]["hostname"] == "k3s-worker-02"
     assert result["before"] == result["after"] == {"memory": 8192, "swap": 512, "cores": 6}
     assert result["status"] == "running" and result["restarted"] is False
+    # host memory as GET /nodes/pve/status reports it: total minus reserved minus the running containers
+    free = twin.call(lambda: twin.host.free_memory_mib())
+    assert result["host_memory"] == {"total_mib": 65536, "free_mib": free}
+    assert free < 65536 - 8192
 
 
 def test_grow_then_idempotent(twin, module_runner):
