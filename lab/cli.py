@@ -105,7 +105,7 @@ def _summary(state: dict) -> str:
             f"memory {ct.get('memory')} MiB"
         )
     kube = state.get("kubernetes", {})
-    for node in kube.get("Node", kube.get("nodes", [])) or []:
+    for node in kube.get("Node", []):
         meta, status = node.get("metadata", {}), node.get("status", {})
         ready = next((c["status"] for c in status.get("conditions", []) if c.get("type") == "Ready"), "?")
         memory = status.get("capacity", {}).get("memory")

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from lab.litellm_runner import LiteLLMProcess
@@ -56,7 +57,7 @@ class Workload:
             "ready": self.ready,
             "error": self.error,
         }
-        if self.emulator is not None and hasattr(self.emulator, "snapshot"):
+        if self.emulator is not None:
             info["state"] = self.emulator.snapshot()
         info.update(self.extra)
         return info
@@ -200,8 +201,6 @@ class Kubelet:
             raise RuntimeError(f"LiteLLM did not become ready; see {process.log_file}")
 
     async def _wait_http(self, url: str, timeout: float) -> None:
-        import aiohttp
-
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:
             while asyncio.get_running_loop().time() < deadline:
@@ -221,10 +220,6 @@ class Kubelet:
             await workload.process.stop()
         if workload.runner is not None:
             await workload.runner.cleanup()
-        if workload.emulator is not None and hasattr(workload.emulator, "close"):
-            result = workload.emulator.close()
-            if asyncio.iscoroutine(result):
-                await result
         workload.ready = False
 
     # -- pod spec helpers -------------------------------------------------------------------------------------

@@ -203,10 +203,7 @@ class LabRuntime:
 
     async def stop(self) -> None:
         await self.kubelet.shutdown()
-        if hasattr(self.cluster, "close"):
-            result = self.cluster.close()
-            if asyncio.iscoroutine(result):
-                await result
+        await self.cluster.close()
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()

@@ -132,6 +132,17 @@ def _service_row(svc: dict) -> list:
     ]
 
 
+def _workload_wide(obj: dict) -> list[str]:
+    """The ``-o wide`` columns of a Deployment or ReplicaSet: containers, images, selector."""
+    containers = obj["spec"]["template"]["spec"].get("containers") or []
+    selector = obj["spec"].get("selector", {}).get("matchLabels") or {}
+    return [
+        ",".join(c["name"] for c in containers),
+        ",".join(c.get("image", "") for c in containers),
+        ",".join(f"{k}={v}" for k, v in selector.items()),
+    ]
+
+
 COLUMNS: dict[str, tuple[list[dict], Any]] = {
     "Pod": (
         [
@@ -164,9 +175,7 @@ COLUMNS: dict[str, tuple[list[dict], Any]] = {
             (d.get("status") or {}).get("updatedReplicas", 0),
             (d.get("status") or {}).get("availableReplicas", 0),
             _age(d),
-            ",".join(c["name"] for c in d["spec"]["template"]["spec"].get("containers") or []),
-            ",".join(c.get("image", "") for c in d["spec"]["template"]["spec"].get("containers") or []),
-            ",".join(f"{k}={v}" for k, v in (d["spec"].get("selector", {}).get("matchLabels") or {}).items()),
+            *_workload_wide(d),
         ],
     ),
     "ReplicaSet": (
@@ -186,9 +195,7 @@ COLUMNS: dict[str, tuple[list[dict], Any]] = {
             (r.get("status") or {}).get("replicas", 0),
             (r.get("status") or {}).get("readyReplicas", 0),
             _age(r),
-            ",".join(c["name"] for c in r["spec"]["template"]["spec"].get("containers") or []),
-            ",".join(c.get("image", "") for c in r["spec"]["template"]["spec"].get("containers") or []),
-            ",".join(f"{k}={v}" for k, v in (r["spec"].get("selector", {}).get("matchLabels") or {}).items()),
+            *_workload_wide(r),
         ],
     ),
     "Node": (
