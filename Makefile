@@ -8,18 +8,21 @@ VENV := .venv
 LITELLM_VENV := .venv-litellm
 PY := $(CURDIR)/$(VENV)/bin/python
 LAB_DIR ?= $(CURDIR)/.lab
+# the Kubernetes control plane built from Go modules (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd), cached by version outside the work tree; its kubectl comes first on PATH
+CONTROLPLANE_BIN := $(shell $(PYTHON) -m lab.controlplane.build --print-dir 2>/dev/null)
 
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(CONTROLPLANE_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export LAB_DIR
 export ANSIBLE_FORCE_COLOR ?= 0
 # pip on this machine warns about find-links folders that do not exist; keep the output readable
 PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-.PHONY: help venv demo test lint pytest molecule lab-up lab-down lab-status lab-reset clean
+.PHONY: help venv controlplane demo test lint pytest molecule lab-up lab-down lab-status lab-reset clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed $(LITELLM_VENV)/.installed ## create the virtualenvs (controller + tests, LiteLLM)
 
@@ -35,17 +38,20 @@ $(LITELLM_VENV)/.installed: requirements/litellm.txt
 	$(LITELLM_VENV)/bin/pip install -q -r requirements/litellm.txt $(PIP_FILTER)
 	touch $@
 
-lab-up: venv ## start the homelab twin on 127.0.0.1
+controlplane: ## build the twin's Kubernetes control plane from Go modules (once; cached by version)
+	@$(PYTHON) -m lab.controlplane.build >/dev/null
+
+lab-up: venv controlplane ## start the homelab twin on its own loopback address
 	$(PY) -m lab up
 lab-down: ## stop the twin
 	$(PY) -m lab down
 lab-status: ## show the twin's state
 	$(PY) -m lab status
-lab-reset: venv ## forget the twin's state and start it again
+lab-reset: venv controlplane ## forget the twin's state and start it again
 	$(PY) -m lab reset
 
 demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the report, stop the twin
-	@$(MAKE) --no-print-directory -j2 venv
+	@$(MAKE) --no-print-directory -j2 venv controlplane
 	@trap '$(PY) -m lab down >/dev/null' EXIT; \
 	$(PY) -m lab reset; \
 	kubectl --kubeconfig $(LAB_DIR)/kubeconfig apply -f lab/fixtures/paperless-ai.yaml; \
@@ -60,17 +66,17 @@ lint: venv ## ruff, yamllint, ansible-lint
 	yamllint -s .
 	ansible-lint
 
-pytest: venv ## the pytest suite
+pytest: venv controlplane ## the pytest suite
 	$(PY) -m pytest
 
-molecule: venv ## the molecule scenarios against the twin
+molecule: venv controlplane ## the molecule scenarios against the twin
 	molecule test --all
 	@echo "molecule: $$(ls molecule/*/molecule.yml | wc -l) passed, 0 failed"   # reached only when every scenario passed
 
 test: ## everything CI runs: lint, pytest, molecule
-	@$(MAKE) --no-print-directory -j2 venv
+	@$(MAKE) --no-print-directory -j2 venv controlplane
 	@$(MAKE) --no-print-directory lint pytest molecule
 
-clean: ## stop the twin and remove runtime files (keeps the virtualenvs)
+clean: ## stop the twin and remove runtime files (keeps the virtualenvs and the control plane build)
 	-$(PY) -m lab down
 	rm -rf $(LAB_DIR) reports/*/ .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
-from lab.config import LabConfig, load_config
+from lab.config import LabConfig, choose_address, load_config
+from lab.controlplane.build import ensure_built
 
 EXIT_NOT_RUNNING = 3
 
@@ -38,13 +40,44 @@ def _pid(cfg: LabConfig) -> int | None:
         return None
 
 
+def _kill_group(pid: int, timeout: float = 20.0) -> None:
+    """Stop ``lab serve`` (SIGTERM: it stops its children) and, if it lingers, its whole process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def cmd_up(cfg: LabConfig, args) -> int:
     if _pid(cfg) and _state(cfg):
-        print(f"twin already running (pid {_pid(cfg)}); kubeconfig: {cfg.kubeconfig}")
+        print(f"twin already running (pid {_pid(cfg)}) on {cfg.address}; kubeconfig: {cfg.kubeconfig}")
         return 0
+    try:
+        bin_dir = ensure_built()
+    except RuntimeError as exc:
+        print(f"cannot build the control plane: {exc}", file=sys.stderr)
+        return 1
+    cfg.lab_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        address = choose_address(cfg.lab_dir, cfg.port("kubernetes"))
+    except (ValueError, RuntimeError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    (cfg.lab_dir / "address").write_text(address)
+    cfg = load_config(cfg.lab_dir, address=address)
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     log_file = (cfg.log_dir / "lab.log").open("ab")
-    env = dict(os.environ, LAB_DIR=str(cfg.lab_dir), LAB_PORT_OFFSET=str(cfg.port_offset))
+    env = dict(os.environ, LAB_DIR=str(cfg.lab_dir), LAB_ADDRESS=address, LAB_CONTROLPLANE_BIN=str(bin_dir))
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "serve"],
         cwd=str(cfg.models_path.parent.parent),
@@ -58,20 +91,31 @@ def cmd_up(cfg: LabConfig, args) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             print(f"twin failed to start (exit {proc.returncode}); see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
+            print(_tail(cfg.log_dir / "lab.log"), file=sys.stderr)
+            _kill_group(proc.pid)
             return 1
-        if _state(cfg, timeout=1):
+        if _state(cfg, timeout=5):
             endpoints = json.loads((cfg.lab_dir / "endpoints.json").read_text())
-            print(f"twin up (pid {proc.pid})")
+            print(f"twin up (pid {proc.pid}) on {address}")
             for name in ("kubernetes", "proxmox", "registry", "control"):
                 print(f"  {name:<11} {endpoints[name]}")
             for svc, url in endpoints["services"].items():
                 print(f"  {svc:<11} {url}")
             print(f"  kubeconfig  {endpoints['kubeconfig']}")
+            print(f"  kubectl     {bin_dir / 'kubectl'}")
             return 0
-        time.sleep(0.2)
+        time.sleep(0.5)
     print(f"twin did not answer within {args.timeout:.0f} s; see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
-    proc.terminate()
+    print(_tail(cfg.log_dir / "lab.log"), file=sys.stderr)
+    _kill_group(proc.pid)
     return 1
+
+
+def _tail(path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
 
 
 def cmd_down(cfg: LabConfig, args) -> int:
@@ -79,25 +123,16 @@ def cmd_down(cfg: LabConfig, args) -> int:
     if pid is None:
         print("twin is not running")
         return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        if _pid(cfg) is None:
-            break
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
+    _kill_group(pid, timeout=args.timeout)
     cfg.pid_file.unlink(missing_ok=True)
     print("twin stopped")
     return 0
 
 
 def _summary(state: dict) -> str:
-    lines = [f"twin running, time scale {state['time_scale']}"]
+    lines = [f"twin running on {state.get('address')}, time scale {state['time_scale']}"]
+    for name, comp in state.get("controlplane", {}).items():
+        lines.append(f"  {name:<24} pid {comp.get('pid')} running={comp.get('running')}")
     px = state.get("proxmox", {})
     for ct in px.get("containers", []):
         lines.append(
@@ -146,7 +181,9 @@ def cmd_serve(cfg: LabConfig, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description="The homelab twin on 127.0.0.1.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lab", description="The homelab twin, on a loopback address of its own."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("up", "start the twin in the background (idempotent)"),
@@ -156,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ("serve", "run the twin in the foreground"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (up/down/reset)")
+        p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (up/down/reset)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the whole state as JSON")
     args = parser.parse_args(argv)

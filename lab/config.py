@@ -1,22 +1,65 @@
-"""Configuration of the twin: topology, ports and runtime paths.
+"""Configuration of the twin: topology, its own loopback address, ports and runtime paths.
 
 Environment:
     LAB_DIR          runtime directory (default ``<repo>/.lab``)
-    LAB_PORT_OFFSET  integer added to every port of ``lab/topology.yaml`` (default 0)
+    LAB_ADDRESS      the twin's loopback address (default: chosen from LAB_DIR, see :func:`choose_address`)
     LAB_TIME_SCALE   overrides ``time_scale`` (one real-lab second takes this many seconds)
     LAB_LITELLM_BIN  the ``litellm`` executable (default ``<repo>/.venv-litellm/bin/litellm``)
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+
+
+def _candidate(lab_dir: Path, attempt: int) -> str:
+    """A loopback address derived from the LAB_DIR path: 127.A.B.C, never 127.0.x.x (127.0.0.1, 127.0.0.53)."""
+    digest = hashlib.sha256(f"{lab_dir}#{attempt}".encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
+def address_free(address: str, port: int) -> bool:
+    """True when nothing listens on ``address:port`` (a bind test; the socket is closed at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                return False
+            raise
+    return True
+
+
+def choose_address(lab_dir: Path, probe_port: int) -> str:
+    """The loopback address of the twin in ``lab_dir``.
+
+    Order: ``LAB_ADDRESS``; the address kept in ``lab_dir/address`` by an earlier ``lab up``; else the first of
+    a sequence of addresses derived from the path whose ``probe_port`` is free (so two twins with different
+    LAB_DIRs never share an address). Raises ``ValueError`` when ``LAB_ADDRESS`` is not a loopback address.
+    """
+    if os.environ.get("LAB_ADDRESS"):
+        address = os.environ["LAB_ADDRESS"]
+        if not ipaddress.ip_address(address).is_loopback:
+            raise ValueError(f"LAB_ADDRESS={address} is not a loopback address (127.0.0.0/8)")
+        return address
+    kept = lab_dir / "address"
+    if kept.exists():
+        return kept.read_text().strip()
+    for attempt in range(64):
+        address = _candidate(lab_dir, attempt)
+        if address_free(address, probe_port):
+            return address
+    raise RuntimeError(f"no free loopback address for {lab_dir}: port {probe_port} is taken on 64 candidates")
 
 
 @dataclass
@@ -25,22 +68,26 @@ class LabConfig:
 
     topology: dict
     lab_dir: Path
-    port_offset: int = 0
+    address: str = "127.0.0.1"
     time_scale: float = 0.01
     litellm_bin: Path = field(default_factory=lambda: REPO / ".venv-litellm" / "bin" / "litellm")
     models_path: Path = field(default_factory=lambda: REPO / "lab" / "models.yaml")
 
     def port(self, name: str) -> int:
-        """Port of a twin API (``kubernetes``, ``proxmox``, ``registry``, ``control``), offset applied."""
-        return int(self.topology["ports"][name]) + self.port_offset
+        """Port of a twin API (``kubernetes``, ``proxmox``, ``registry``, ``control``) on the twin's address."""
+        return int(self.topology["ports"][name])
 
     def service_port(self, service: str) -> int:
-        """Port where the workload behind ``namespace/name`` Service listens, offset applied."""
-        return int(self.topology["ports"]["services"][service]) + self.port_offset
+        """Port on the twin's address where the ``namespace/name`` Service is exposed."""
+        return int(self.topology["ports"]["services"][service])
+
+    @property
+    def controlplane_ports(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.topology["ports"]["controlplane"].items()}
 
     def url(self, name: str) -> str:
         scheme = "http" if name == "control" else "https"
-        return f"{scheme}://{HOST}:{self.port(name)}"
+        return f"{scheme}://{self.address}:{self.port(name)}"
 
     @property
     def pid_file(self) -> Path:
@@ -68,8 +115,11 @@ class LabConfig:
 
     def endpoints(self) -> dict:
         """Where each part of the twin answers (written to ``LAB_DIR/endpoints.json``)."""
-        services = {svc: f"http://{HOST}:{self.service_port(svc)}" for svc in self.topology["ports"]["services"]}
+        services = {
+            svc: f"http://{self.address}:{self.service_port(svc)}" for svc in self.topology["ports"]["services"]
+        }
         return {
+            "address": self.address,
             "kubernetes": self.url("kubernetes"),
             "proxmox": self.url("proxmox"),
             "registry": self.url("registry"),
@@ -80,13 +130,19 @@ class LabConfig:
         }
 
 
-def load_config(lab_dir: str | os.PathLike | None = None, port_offset: int | None = None) -> LabConfig:
-    """Read ``lab/topology.yaml`` and the ``LAB_*`` environment into a :class:`LabConfig`."""
+def load_config(lab_dir: str | os.PathLike | None = None, address: str | None = None) -> LabConfig:
+    """Read ``lab/topology.yaml`` and the ``LAB_*`` environment into a :class:`LabConfig`.
+
+    The address is the one kept in ``LAB_DIR/address`` (or ``LAB_ADDRESS``) when there is one; ``lab up``
+    chooses and keeps it otherwise (:func:`choose_address`).
+    """
     topology = yaml.safe_load((REPO / "lab" / "topology.yaml").read_text())
     lab_dir = Path(lab_dir or os.environ.get("LAB_DIR") or REPO / ".lab").resolve()
-    offset = port_offset if port_offset is not None else int(os.environ.get("LAB_PORT_OFFSET", "0"))
+    if address is None:
+        kept = lab_dir / "address"
+        address = os.environ.get("LAB_ADDRESS") or (kept.read_text().strip() if kept.exists() else "127.0.0.1")
     time_scale = float(os.environ.get("LAB_TIME_SCALE", topology.get("time_scale", 0.01)))
     litellm_bin = Path(os.environ.get("LAB_LITELLM_BIN", REPO / ".venv-litellm" / "bin" / "litellm"))
     return LabConfig(
-        topology=topology, lab_dir=lab_dir, port_offset=offset, time_scale=time_scale, litellm_bin=litellm_bin
+        topology=topology, lab_dir=lab_dir, address=address, time_scale=time_scale, litellm_bin=litellm_bin
     )

@@ -1,13 +1,31 @@
-"""The twin's kubelet: brings Pods of the inference Deployments to life.
+"""The twin's kubelet: the nodes of the home lab, as ordinary clients of the real Kubernetes API.
 
-When the cluster binds a Pod of Deployment ``ml/ollama``, ``ml/vllm-server`` or ``ml/litellm`` (see
-``workloads`` in ``lab/topology.yaml``) to a Ready node, the kubelet starts the matching server on the port of
-its Service: the emulated Ollama or vLLM, or the real LiteLLM proxy with the ConfigMap and environment of the
-Pod. It reports Running/Ready back to the cluster the way a kubelet does after its readiness probe passes.
-Any other Pod becomes Running and Ready at once (its container is not emulated).
+There is no container runtime here, so this is the part of the node that the twin emulates. For every node of
+``lab/topology.yaml`` a :class:`NodeAgent` with its own identity (``system:node:<name>``, group
+``system:nodes``; the API server's Node authorizer and NodeRestriction admission apply to it as to a real
+kubelet):
 
-One server per workload: a newer Pod of the same Deployment replaces the server of the older one (a rollout
-restarts it with the current ConfigMap and env).
+* registers the Node (labels, taints, capacity and allocatable from the LXC's memory read when the kubelet
+  starts, the extended resource ``nvidia.com/gpu`` on the GPU node) and renews its Lease in
+  ``kube-node-lease`` every 2 s; stops renewing while its LXC is stopped and reports ``Ready=False``
+  (graceful node shutdown); reports Ready with the new capacity when the LXC starts again;
+* watches the Pods bound to it and runs them as a kubelet does, with Pod IPs from the node's ``10.42.N.0/24``:
+
+  - an image the lab does not know (``lab/images.yaml``) never starts: ``ErrImagePull``, then
+    ``ImagePullBackOff``;
+  - a container of an inference Deployment (``workloads`` in the topology) runs its server: the emulated
+    Ollama or vLLM in this process, or the real LiteLLM proxy as a subprocess, each on a port of its own on the
+    twin's address (``resolve`` maps ``podIP:containerPort`` there for the service proxy); a container whose
+    memory limit is below what the workload needs is ``OOMKilled``; any other container runs at once
+    (nothing to emulate);
+  - readiness follows the container's ``readinessProbe`` (HTTP GET against the emulated server);
+  - a container that dies (process exit, OOM, :meth:`Kubelet.kill_container`) is restarted as
+    ``restartPolicy`` says, with CrashLoopBackOff back-off (upstream 10 s doubling to 300 s, times
+    ``time_scale``, at least 1 s);
+  - a Pod being deleted has its containers stopped, then is removed (delete with grace period 0, as the
+    kubelet confirms termination).
+
+Logs of each container go to ``LAB_DIR/logs/pods/<namespace>_<pod>_<container>.log``.
 """
 
 from __future__ import annotations
@@ -15,238 +33,816 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import logging
+import socket
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import yaml
 from aiohttp import web
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from lab.kubeclient import Reflector, close_api_client, new_api_client
 from lab.litellm_runner import LiteLLMProcess
-from lab.units import parse_quantity
+from lab.units import mib_quantity, parse_quantity
 
 if TYPE_CHECKING:
     from lab.runtime import LabRuntime
 
 log = logging.getLogger("lab.kubelet")
 
+KUBELET_VERSION = "v1.32.9"
+LEASE_DURATION = 40  # seconds, the kubelet default; the controller manager's grace period is what counts
+LEASE_RENEW = 2.0  # seconds between Lease renewals
+POD_CIDR = "10.42.0.0/16"  # k3s's default cluster CIDR; node N gets 10.42.N.0/24
+IMAGES_FILE = Path(__file__).resolve().parent / "images.yaml"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalise_image(ref: str) -> str:
+    """``nginx`` -> ``docker.io/library/nginx:latest``, as containerd names an image reference."""
+    name, digest = [*ref.split("@", 1), ""][:2]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        name += ":latest"
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = "docker.io/library/" + name
+    elif not ("." in first or ":" in first or first == "localhost"):
+        name = "docker.io/" + name
+    return name + ("@" + digest if digest else "")
+
+
+def load_images(path: Path = IMAGES_FILE) -> set[str]:
+    """The image references the twin's registries serve (normalised)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return {normalise_image(ref) for ref in data.get("images", [])}
+
+
+def _free_port(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, 0))
+    return sock
+
 
 @dataclass
-class Workload:
-    """A running server for one Pod."""
+class Container:
+    """One running (or waiting) container of a Pod."""
 
-    key: str
-    kind: str
-    pod_uid: str
-    pod_name: str
-    namespace: str
-    port: int
+    name: str
+    image: str
+    kind: str | None = None  # ollama | vllm | litellm | None (nothing to emulate)
+    port: int | None = None  # where its server listens on the twin's address
     runner: web.AppRunner | None = None
     process: LiteLLMProcess | None = None
     emulator: Any = None
-    task: asyncio.Task | None = None
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"
+    message: str = ""
+    exit_code: int | None = None
     ready: bool = False
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    restart_count: int = 0
+    last_state: dict = field(default_factory=dict)
+    generation: int = 0  # incremented at every start; a probe of an earlier start stops
 
-    def describe(self) -> dict:
-        info = {
-            "kind": self.kind,
-            "pod": f"{self.namespace}/{self.pod_name}",
-            "port": self.port,
-            "ready": self.ready,
-            "error": self.error,
+
+@dataclass
+class PodRuntime:
+    """What the kubelet keeps of one Pod bound to its node."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    pod: dict
+    ip: str | None = None
+    start_time: str | None = None
+    containers: dict[str, Container] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    deleted: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class NodeAgent:
+    """The kubelet of one node: registration, Lease, status and its Pods."""
+
+    def __init__(self, kubelet: Kubelet, name: str, spec: dict, index: int, kubeconfig: Path):
+        self.kubelet = kubelet
+        self.name = name
+        self.spec = spec
+        self.index = index
+        self.api = new_api_client(kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
+        self.running = False
+        self.memory_mib = 0
+        self.pods: dict[str, PodRuntime] = {}
+        self.network = ipaddress.ip_network(f"10.42.{index}.0/24")
+        self.used_ips: set[str] = set()
+        self._lease_task: asyncio.Task | None = None
+        self._pods_reflector: Reflector | None = None
+
+    # -- registration and heartbeat ----------------------------------------------------------------------------
+
+    def _resources(self) -> tuple[dict, dict]:
+        reserved = int(self.kubelet.topology["kubernetes"].get("reserved_memory_mib", 0))
+        capacity = {"cpu": str(self.spec["cpu"]), "memory": mib_quantity(self.memory_mib), "pods": "110"}
+        allocatable = {"cpu": str(self.spec["cpu"]), "memory": mib_quantity(self.memory_mib - reserved), "pods": "110"}
+        for resource, amount in (self.spec.get("extended") or {}).items():
+            capacity[resource] = allocatable[resource] = str(amount)
+        return capacity, allocatable
+
+    def _status(self, ready: bool, message: str) -> dict:
+        capacity, allocatable = self._resources()
+        now = _now()
+        conditions = [
+            {"type": t, "status": "False", "reason": f"KubeletHasSufficient{r}", "message": f"kubelet has {m}"}
+            for t, r, m in (
+                ("MemoryPressure", "Memory", "sufficient memory available"),
+                ("DiskPressure", "Disk", "no disk pressure"),
+                ("PIDPressure", "PID", "sufficient PID available"),
+            )
+        ]
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "KubeletReady" if ready else "KubeletNotReady",
+                "message": message,
+            }
+        )
+        for condition in conditions:
+            condition["lastHeartbeatTime"] = now
+            condition["lastTransitionTime"] = now
+        return {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": self.kubelet.address},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "nodeInfo": {
+                "machineID": f"twin-{self.name}",
+                "systemUUID": f"twin-{self.name}",
+                "bootID": f"boot-{time.time_ns()}",
+                "kernelVersion": "6.8.12-twin",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://twin",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
         }
-        if self.emulator is not None:
-            info["state"] = self.emulator.snapshot()
-        info.update(self.extra)
-        return info
+
+    def register(self, memory_mib: int) -> None:
+        """Create the Node (or take over the existing one) and post Ready with ``memory_mib`` of memory."""
+        self.memory_mib = memory_mib
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+        }
+        labels.update({k: v for k, v in (self.spec.get("labels") or {}).items() if "node-role.kubernetes.io" not in k})
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": {"taints": list(self.spec.get("taints") or [])},
+        }
+        try:
+            self.core.create_node(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.post_status(True, "kubelet is posting ready status")
+        self.running = True
+
+    def post_status(self, ready: bool, message: str) -> None:
+        self.core.patch_node_status(self.name, {"status": self._status(ready, message)})
+
+    def renew_lease(self) -> None:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": LEASE_DURATION,
+                "renewTime": _micro_now(),
+            },
+        }
+        try:
+            self.coordination.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": body["spec"]})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            node = self.core.read_node(self.name)
+            body["metadata"]["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node.metadata.uid}
+            ]
+            self.coordination.create_namespaced_lease("kube-node-lease", body)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.renew_lease)
+            except Exception as exc:  # the API may be restarting: try again at the next tick
+                log.warning("node %s: lease renewal failed: %s", self.name, exc)
+            await asyncio.sleep(LEASE_RENEW)
+
+    async def start(self, memory_mib: int) -> None:
+        await asyncio.to_thread(self.register, memory_mib)
+        self._lease_task = asyncio.create_task(self._lease_loop())
+        if self._pods_reflector is None:
+            self._pods_reflector = Reflector(
+                f"kubelet-{self.name}-pods",
+                self.core.list_pod_for_all_namespaces,
+                self._on_pods,
+                asyncio.get_running_loop(),
+                field_selector=f"spec.nodeName={self.name}",
+            )
+            self._pods_reflector.start()
+        for pod in list(self.pods.values()):
+            pod.wake.set()
+
+    async def shutdown(self, message: str = "node is shutting down") -> None:
+        """The node's machine stops: its containers die, the Lease is no longer renewed, status says NotReady."""
+        self.running = False
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        for pod in list(self.pods.values()):
+            for container in pod.containers.values():
+                await self.kubelet.stop_container(container)
+                container.state, container.reason, container.ready = "waiting", "NodeShutdown", False
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.post_status, False, message)
+
+    async def close(self) -> None:
+        if self._pods_reflector is not None:
+            self._pods_reflector.stop()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+        for pod in list(self.pods.values()):
+            if pod.task is not None:
+                pod.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pod.task
+            for container in pod.containers.values():
+                await self.kubelet.stop_container(container)
+        close_api_client(self.api)
+
+    # -- pods: watch ----------------------------------------------------------------------------------------
+
+    def _on_pods(self, kind: str, data: Any) -> None:
+        if kind == "SYNC":
+            self._relist(data)
+        else:
+            self._on_event(kind, data)
+
+    def _relist(self, pods: list[dict]) -> None:
+        seen = set()
+        for pod in pods:
+            seen.add(pod["metadata"]["uid"])
+            self._on_event("MODIFIED", pod)
+        for uid, runtime in list(self.pods.items()):
+            if uid not in seen:
+                runtime.deleted = True
+                runtime.wake.set()
+
+    def _on_event(self, kind: str, pod: dict) -> None:
+        uid = pod["metadata"]["uid"]
+        runtime = self.pods.get(uid)
+        if kind == "DELETED":
+            if runtime is not None:
+                runtime.deleted = True
+                runtime.wake.set()
+            return
+        if runtime is None:
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            runtime = PodRuntime(uid, pod["metadata"]["namespace"], pod["metadata"]["name"], self.name, pod)
+            self.pods[uid] = runtime
+            runtime.task = asyncio.create_task(self.kubelet.pod_worker(self, runtime))
+        runtime.pod = pod
+        runtime.wake.set()
+
+    # -- pod IPs --------------------------------------------------------------------------------------------
+
+    def allocate_ip(self, wanted: str | None = None) -> str:
+        if wanted and wanted not in self.used_ips and ipaddress.ip_address(wanted) in self.network:
+            self.used_ips.add(wanted)
+            return wanted
+        for host in list(self.network.hosts())[1:]:
+            ip = str(host)
+            if ip not in self.used_ips:
+                self.used_ips.add(ip)
+                return ip
+        raise RuntimeError(f"node {self.name}: no free Pod IP in {self.network}")
+
+    def release_ip(self, ip: str | None) -> None:
+        if ip:
+            self.used_ips.discard(ip)
 
 
 class Kubelet:
-    """Implements the cluster's kubelet hooks (``start_pod`` / ``stop_pod``) for the twin."""
+    """The kubelets of all the twin's nodes, and the table of where their Pods' servers listen."""
 
     def __init__(self, runtime: LabRuntime):
         self.runtime = runtime
         self.cfg = runtime.cfg
-        self.workloads: dict[str, Workload] = {}
-        self._lock = asyncio.Lock()
+        self.topology = runtime.cfg.topology
+        self.address = runtime.cfg.address
+        self.images = load_images()
+        self.nodes: dict[str, NodeAgent] = {}
+        self.endpoints: dict[tuple[str, int], tuple[str, int]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.admin = None  # an admin ApiClient for what k3s's server does for nodes (node-role labels)
+        self._tasks: set[asyncio.Task] = set()
 
-    # -- cluster hooks ---------------------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------------------
 
-    async def start_pod(self, pod: dict) -> None:
-        key = self._workload_key(pod)
-        spec = self.cfg.topology.get("workloads", {}).get(key) if key else None
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        if spec is None:
-            self.runtime.cluster.set_pod_status(ns, name, phase="Running", ready=True)
-            return
-        async with self._lock:
-            old = self.workloads.pop(key, None)
-            if old is not None:
-                await self._stop(old)
-            workload = Workload(
-                key=key,
-                kind=spec["kind"],
-                pod_uid=pod["metadata"].get("uid", ""),
-                pod_name=name,
-                namespace=ns,
-                port=self.cfg.service_port(spec["service"]),
-            )
-            self.workloads[key] = workload
-        self.runtime.cluster.set_pod_status(ns, name, phase="Running", ready=False, reason="ContainerCreating")
-        workload.task = asyncio.create_task(self._run(workload, pod))
+    async def start(self, kubeconfig_for: Any, admin_kubeconfig: Path) -> None:
+        """Register every node whose machine runs (``kubeconfig_for(node)`` gives each kubelet's kubeconfig)."""
+        self.loop = asyncio.get_running_loop()
+        self.admin = new_api_client(admin_kubeconfig)
+        for index, spec in enumerate(self.topology["kubernetes"]["nodes"]):
+            agent = NodeAgent(self, spec["name"], spec, index, kubeconfig_for(spec["name"]))
+            self.nodes[spec["name"]] = agent
+        for agent in self.nodes.values():
+            if self.runtime.node_machine_running(agent.name):
+                await agent.start(self.runtime.node_memory_mib(agent.name))
+        await asyncio.to_thread(self._label_roles)
 
-    async def stop_pod(self, pod: dict) -> None:
-        key = self._workload_key(pod)
-        async with self._lock:
-            workload = self.workloads.get(key) if key else None
-            if workload is None or workload.pod_uid != pod["metadata"].get("uid", ""):
-                return
-            self.workloads.pop(key)
-        await self._stop(workload)
+    def _label_roles(self) -> None:
+        """node-role labels, which kubelets may not set on themselves (NodeRestriction); k3s's server sets them."""
+        core = client.CoreV1Api(self.admin)
+        for agent in self.nodes.values():
+            roles = {k: v for k, v in (agent.spec.get("labels") or {}).items() if "node-role.kubernetes.io" in k}
+            if roles:
+                with contextlib.suppress(ApiException):
+                    core.patch_node(agent.name, {"metadata": {"labels": roles}})
 
     async def shutdown(self) -> None:
-        async with self._lock:
-            workloads, self.workloads = list(self.workloads.values()), {}
-        for workload in workloads:
-            await self._stop(workload)
+        for task in list(self._tasks):
+            task.cancel()
+        for agent in self.nodes.values():
+            await agent.close()
+        close_api_client(self.admin)
+
+    async def node_stopped(self, name: str) -> None:
+        agent = self.nodes.get(name)
+        if agent is not None and agent.running:
+            await agent.shutdown()
+
+    async def node_started(self, name: str, memory_mib: int) -> None:
+        """The machine started: the kubelet reads the memory now and reports Ready with it."""
+        agent = self.nodes.get(name)
+        if agent is not None:
+            await agent.start(memory_mib)
+
+    def resolve(self, pod_ip: str, port: int) -> tuple[str, int] | None:
+        """Where the server of the Pod with ``pod_ip`` listening on container ``port`` really is, or None."""
+        return self.endpoints.get((pod_ip, int(port)))
 
     def snapshot(self) -> dict:
-        return {key: w.describe() for key, w in self.workloads.items()}
+        nodes = {}
+        for agent in self.nodes.values():
+            nodes[agent.name] = {
+                "running": agent.running,
+                "memory_mib": agent.memory_mib,
+                "pods": {
+                    p.key: {
+                        "ip": p.ip,
+                        "containers": {
+                            c.name: {
+                                "image": c.image,
+                                "kind": c.kind,
+                                "state": c.state,
+                                "reason": c.reason,
+                                "ready": c.ready,
+                                "port": c.port,
+                                "restarts": c.restart_count,
+                                **({"emulator": c.emulator.snapshot()} if c.emulator is not None else {}),
+                            }
+                            for c in p.containers.values()
+                        },
+                    }
+                    for p in agent.pods.values()
+                },
+            }
+        return nodes
 
-    # -- workload start ---------------------------------------------------------------------------------------
+    def find_container(self, namespace: str, pod: str, container: str | None = None) -> Container | None:
+        for agent in self.nodes.values():
+            for runtime in agent.pods.values():
+                if runtime.namespace == namespace and runtime.name == pod:
+                    for c in runtime.containers.values():
+                        if container is None or c.name == container:
+                            return c
+        return None
 
-    async def _run(self, workload: Workload, pod: dict) -> None:
-        cluster = self.runtime.cluster
-        ns, name = workload.namespace, workload.pod_name
+    async def kill_container(self, namespace: str, pod: str, container: str | None = None) -> bool:
+        """Kill a container's process, as the OOM killer or a crash would; the kubelet restarts it."""
+        for agent in self.nodes.values():
+            for runtime in agent.pods.values():
+                if runtime.namespace == namespace and runtime.name == pod:
+                    for c in runtime.containers.values():
+                        if container is None or c.name == container:
+                            await self.stop_container(c)
+                            self._terminated(c, 137, "Error", "killed")
+                            runtime.wake.set()
+                            return True
+        return False
+
+    # -- the pod worker -------------------------------------------------------------------------------------
+
+    async def pod_worker(self, agent: NodeAgent, runtime: PodRuntime) -> None:
+        """Drive one Pod to the state its spec asks for, every time something changes (like kubelet's podWorkers)."""
         try:
-            if workload.kind == "ollama":
-                await self._start_ollama(workload, pod)
-            elif workload.kind == "vllm":
-                await self._start_vllm(workload, pod)
-            elif workload.kind == "litellm":
-                await self._start_litellm(workload, pod)
-            else:
-                raise ValueError(f"unknown workload kind {workload.kind!r}")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a container that fails to start: CrashLoopBackOff, as on a real node
-            log.warning("workload %s failed to start: %s", workload.key, exc)
-            workload.error = str(exc)
-            cluster.set_pod_status(ns, name, phase="Running", ready=False, reason="CrashLoopBackOff", message=str(exc))
-            return
-        workload.ready = True
-        cluster.set_pod_status(ns, name, phase="Running", ready=True)
+            while True:
+                await runtime.wake.wait()
+                runtime.wake.clear()
+                try:
+                    done = await self._sync(agent, runtime)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("pod %s: sync failed: %s", runtime.key, exc)
+                    await asyncio.sleep(1)
+                    runtime.wake.set()
+                    continue
+                if done:
+                    return
+        finally:
+            for container in runtime.containers.values():
+                await self.stop_container(container)
+            agent.release_ip(runtime.ip)
+            agent.pods.pop(runtime.uid, None)
 
-    async def _serve(self, workload: Workload, app: web.Application) -> None:
+    async def _sync(self, agent: NodeAgent, runtime: PodRuntime) -> bool:
+        pod = runtime.pod
+        if runtime.deleted:
+            return True
+        if pod["metadata"].get("deletionTimestamp"):
+            for container in runtime.containers.values():
+                await self.stop_container(container)
+                if container.state == "running":
+                    self._terminated(container, 0, "Completed", "")
+            await asyncio.to_thread(self._confirm_deletion, agent, runtime)
+            return True
+        if not agent.running:
+            return False
+        if runtime.ip is None:
+            runtime.ip = agent.allocate_ip((pod.get("status") or {}).get("podIP"))
+            runtime.start_time = (pod.get("status") or {}).get("startTime") or _now()
+        specs = pod["spec"].get("containers", [])
+        for spec in specs:
+            container = runtime.containers.get(spec["name"])
+            if container is None:
+                container = Container(spec["name"], spec.get("image", ""), kind=self._workload_kind(pod))
+                runtime.containers[spec["name"]] = container
+            if container.state == "running" and not self._alive(container):
+                self._terminated(container, 1, "Error", "the process exited")
+            if container.state != "running":
+                await self._start_container(agent, runtime, spec, container)
+        await self._post_pod_status(agent, runtime)
+        return False
+
+    def _confirm_deletion(self, agent: NodeAgent, runtime: PodRuntime) -> None:
+        try:
+            agent.core.delete_namespaced_pod(
+                runtime.name,
+                runtime.namespace,
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": runtime.uid}),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # -- containers -----------------------------------------------------------------------------------------
+
+    def _workload_kind(self, pod: dict) -> str | None:
+        """``ollama`` / ``vllm`` / ``litellm`` when the Pod belongs to an inference Deployment of the topology."""
+        ns = pod["metadata"]["namespace"]
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") != "ReplicaSet":
+                continue
+            deployment = ref["name"].rsplit("-", 1)[0]
+            spec = self.topology.get("workloads", {}).get(f"{ns}/{deployment}")
+            template_hash = (pod["metadata"].get("labels") or {}).get("pod-template-hash")
+            if spec and (template_hash is None or ref["name"] == f"{deployment}-{template_hash}"):
+                return spec["kind"]
+        return None
+
+    def _workload_spec(self, kind: str) -> dict:
+        for spec in self.topology.get("workloads", {}).values():
+            if spec["kind"] == kind:
+                return spec
+        return {}
+
+    def _backoff(self, container: Container) -> float:
+        upstream = min(10 * 2 ** max(container.restart_count - 1, 0), 300)
+        return max(1.0, upstream * self.cfg.time_scale)
+
+    async def _start_container(self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container) -> None:
+        pod = runtime.pod
+        if normalise_image(container.image) not in self.images:
+            first = container.reason != "ErrImagePull" and container.reason != "ImagePullBackOff"
+            container.state = "waiting"
+            container.reason = "ErrImagePull" if first else "ImagePullBackOff"
+            container.message = (
+                f'failed to pull and unpack image "{normalise_image(container.image)}": not found'
+                if first
+                else f'Back-off pulling image "{container.image}"'
+            )
+            self._retry_later(runtime, 1.0 if first else 5.0)
+            return
+        if container.state == "terminated":
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and container.exit_code == 0):
+                return
+            waited = time.monotonic() - container.last_state.get("_at", 0)
+            if waited < self._backoff(container):
+                container.reason = "CrashLoopBackOff"
+                container.message = f"back-off restarting failed container {container.name}"
+                self._retry_later(runtime, self._backoff(container) - waited)
+                return
+            container.restart_count += 1
+        container.state, container.reason, container.message = "waiting", "ContainerCreating", ""
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        needs = int(self._workload_spec(container.kind).get("memory_mib", 0)) * 2**20 if container.kind else 0
+        if limit and needs and parse_quantity(limit) < needs:
+            self._terminated(container, 137, "OOMKilled", f"needs {needs // 2**20} MiB, limit {limit}")
+            self._retry_later(runtime, self._backoff(container))
+            return
+        try:
+            if container.kind == "ollama":
+                await self._start_ollama(agent, runtime, spec, container)
+            elif container.kind == "vllm":
+                await self._start_vllm(agent, runtime, spec, container)
+            elif container.kind == "litellm":
+                await self._start_litellm(runtime, spec, container)
+        except Exception as exc:  # the container's process failed to start
+            log.warning("pod %s container %s failed to start: %s", runtime.key, container.name, exc)
+            await self.stop_container(container)
+            self._terminated(container, 1, "Error", str(exc))
+            self._retry_later(runtime, self._backoff(container))
+            return
+        container.state, container.reason, container.message = "running", "", ""
+        container.started_at = _now()
+        container.generation += 1
+        for port in spec.get("ports") or []:
+            if container.port is not None:
+                self.endpoints[(runtime.ip, int(port["containerPort"]))] = (self.address, container.port)
+        probe = spec.get("readinessProbe")
+        if container.kind is None or container.port is None or probe is None:
+            container.ready = True
+        else:
+            self._spawn(self._probe(runtime, container, probe))
+        if container.process is not None:
+            self._spawn(self._watch_process(runtime, container))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _retry_later(self, runtime: PodRuntime, delay: float) -> None:
+        self.loop.call_later(max(delay, 0.1), runtime.wake.set)
+
+    def _terminated(self, container: Container, code: int, reason: str, message: str) -> None:
+        container.state, container.ready = "terminated", False
+        container.exit_code, container.reason, container.message = code, reason, message
+        container.finished_at = _now()
+        container.last_state = {
+            "_at": time.monotonic(),
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "message": message,
+                "startedAt": container.started_at or _now(),
+                "finishedAt": container.finished_at,
+            },
+        }
+
+    def _alive(self, container: Container) -> bool:
+        return container.process is None or container.process.running
+
+    async def _watch_process(self, runtime: PodRuntime, container: Container) -> None:
+        process = container.process
+        while process is not None and process.running and container.process is process:
+            await asyncio.sleep(0.5)
+        if container.process is process and container.state == "running":
+            code = process.proc.returncode if process.proc is not None else 1
+            self._terminated(container, code if code and code > 0 else 1, "Error", f"the process exited ({code})")
+            runtime.wake.set()
+
+    async def _probe(self, runtime: PodRuntime, container: Container, probe: dict) -> None:
+        http = probe.get("httpGet") or {}
+        path = http.get("path", "/")
+        period = max(0.2, float(probe.get("periodSeconds", 10)) * self.cfg.time_scale)
+        url = f"http://{self.address}:{container.port}{path}"
+        generation = container.generation
+        async with aiohttp.ClientSession() as session:
+            while container.state == "running" and container.generation == generation and not runtime.deleted:
+                ok = False
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        ok = 200 <= resp.status < 400
+                if ok != container.ready and container.generation == generation and container.state == "running":
+                    container.ready = ok
+                    runtime.wake.set()
+                await asyncio.sleep(period if ok else 0.2)
+
+    async def stop_container(self, container: Container) -> None:
+        """Stop the container's server or process, if it has one (idempotent)."""
+        for key, value in list(self.endpoints.items()):
+            if container.port is not None and value == (self.address, container.port):
+                self.endpoints.pop(key, None)
+        if container.process is not None:
+            process, container.process = container.process, None
+            await process.stop()
+        if container.runner is not None:
+            runner, container.runner = container.runner, None
+            await runner.cleanup()
+        container.emulator = None
+        container.ready = False
+        container.port = None
+
+    async def _serve(self, container: Container, app: web.Application) -> None:
+        sock = _free_port(self.address)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", workload.port, reuse_address=True)
-        await site.start()
-        workload.runner = runner
+        await web.SockSite(runner, sock).start()
+        container.runner = runner
+        container.port = sock.getsockname()[1]
 
-    async def _start_ollama(self, workload: Workload, pod: dict) -> None:
+    async def _start_ollama(self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container) -> None:
         from lab.ollama import OllamaEmulator, make_ollama_app
 
-        container = pod["spec"]["containers"][0]
-        env = self._container_env(pod, container)
-        limit = (container.get("resources") or {}).get("limits", {}).get("memory")
-        node = pod["spec"].get("nodeName")
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        env = await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
+        store = await asyncio.to_thread(self._volume_dir, agent, runtime.pod)
         emulator = OllamaEmulator(
             catalog=self.runtime.catalog,
-            store_dir=self._volume_dir(pod),
+            store_dir=store,
             memory_limit_bytes=int(parse_quantity(limit)) if limit else None,
-            available_memory_bytes=lambda: self.runtime.node_memory_bytes(node),
+            available_memory_bytes=lambda: self.runtime.node_memory_mib(agent.name) * 2**20,
             env=env,
             time_scale=self.cfg.time_scale,
         )
-        workload.emulator = emulator
-        workload.extra["node"] = node
-        await self._serve(workload, make_ollama_app(emulator))
+        container.emulator = emulator
+        await self._serve(container, make_ollama_app(emulator))
 
-    async def _start_vllm(self, workload: Workload, pod: dict) -> None:
+    async def _start_vllm(self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container) -> None:
         from lab.vllm import VllmEmulator, make_vllm_app
 
-        container = pod["spec"]["containers"][0]
-        args = [*container.get("command", []), *container.get("args", [])]
-        node = pod["spec"].get("nodeName")
+        args = [*spec.get("command", []), *spec.get("args", [])]
         emulator = VllmEmulator(
             catalog=self.runtime.catalog,
             args=args,
-            gpu_memory_bytes=self.runtime.node_gpu_memory_bytes(node),
+            gpu_memory_bytes=int(agent.spec.get("gpu_memory_mib", 0)) * 2**20,
             time_scale=self.cfg.time_scale,
         )
-        workload.emulator = emulator
-        workload.extra["node"] = node
-        await self._serve(workload, make_vllm_app(emulator))
-        # vLLM answers /health only once the weights are loaded: Ready follows the health endpoint.
-        await self._wait_http(f"http://127.0.0.1:{workload.port}/health", timeout=600 * self.cfg.time_scale + 30)
+        container.emulator = emulator
+        await self._serve(container, make_vllm_app(emulator))
 
-    async def _start_litellm(self, workload: Workload, pod: dict) -> None:
-        container = pod["spec"]["containers"][0]
-        env = self._container_env(pod, container)
-        config_yaml = self._configmap_file(pod, container, "config.yaml")
+    async def _start_litellm(self, runtime: PodRuntime, spec: dict, container: Container) -> None:
+        agent = self.nodes[runtime.node]
+        env = await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
+        config_yaml = await asyncio.to_thread(self._configmap_file, agent, runtime.pod, spec, "config.yaml")
+        sock = _free_port(self.address)
+        port = sock.getsockname()[1]
+        sock.close()
+        name = f"{runtime.namespace}_{runtime.name}_{container.name}"
         process = LiteLLMProcess(
             binary=self.cfg.litellm_bin,
-            workdir=self.cfg.lab_dir / "workloads" / workload.key.replace("/", "-"),
-            port=workload.port,
+            workdir=self.cfg.lab_dir / "workloads" / name,
+            host=self.address,
+            port=port,
             config_yaml=config_yaml,
             env=env,
-            log_file=self.cfg.log_dir / f"{workload.key.replace('/', '-')}.log",
+            log_file=self.cfg.log_dir / "pods" / f"{name}.log",
         )
-        workload.process = process
+        container.process = process
+        container.port = port
         await process.start()
-        if not await process.wait_ready():
-            raise RuntimeError(f"LiteLLM did not become ready; see {process.log_file}")
 
-    async def _wait_http(self, url: str, timeout: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with aiohttp.ClientSession() as session:
-            while asyncio.get_running_loop().time() < deadline:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+    # -- status ---------------------------------------------------------------------------------------------
 
-    async def _stop(self, workload: Workload) -> None:
-        if workload.task is not None and not workload.task.done():
-            workload.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await workload.task
-        if workload.process is not None:
-            await workload.process.stop()
-        if workload.runner is not None:
-            await workload.runner.cleanup()
-        workload.ready = False
+    def _container_status(self, container: Container) -> dict:
+        status: dict[str, Any] = {
+            "name": container.name,
+            "image": container.image,
+            "imageID": "",
+            "ready": container.ready,
+            "restartCount": container.restart_count,
+            "started": container.state == "running",
+        }
+        if container.state == "running":
+            status["state"] = {"running": {"startedAt": container.started_at}}
+            status["containerID"] = f"containerd://{abs(hash((container.name, container.started_at))):016x}"
+        elif container.state == "terminated":
+            status["state"] = {"terminated": container.last_state["terminated"]}
+        else:
+            waiting = {"reason": container.reason}
+            if container.message:
+                waiting["message"] = container.message
+            status["state"] = {"waiting": waiting}
+        last = {k: v for k, v in container.last_state.items() if k != "_at"}
+        if last and container.state != "terminated":
+            status["lastState"] = last
+        return status
 
-    # -- pod spec helpers -------------------------------------------------------------------------------------
+    async def _post_pod_status(self, agent: NodeAgent, runtime: PodRuntime) -> None:
+        containers = list(runtime.containers.values())
+        all_ready = bool(containers) and all(c.ready for c in containers)
+        any_started = any(c.state == "running" or c.restart_count for c in containers)
+        phase = "Running" if any_started else "Pending"
+        now = _now()
+        previous = {c["type"]: c for c in (runtime.pod.get("status") or {}).get("conditions") or []}
 
-    def _workload_key(self, pod: dict) -> str | None:
-        """``namespace/deployment`` of the Deployment that owns the Pod through its ReplicaSet, if any."""
-        ns = pod["metadata"].get("namespace")
-        for ref in pod["metadata"].get("ownerReferences", []):
-            if ref.get("kind") != "ReplicaSet":
-                continue
-            rs = self.runtime.cluster.get("apps/v1", "ReplicaSet", ns, ref["name"])
-            refs = (rs or {}).get("metadata", {}).get("ownerReferences", [])
-            for owner in refs:
-                if owner.get("kind") == "Deployment":
-                    return f"{ns}/{owner['name']}"
-        return None
+        def condition(kind: str, ok: bool, reason: str | None = None) -> dict:
+            status = "True" if ok else "False"
+            old = previous.get(kind)
+            cond = {
+                "type": kind,
+                "status": status,
+                "lastProbeTime": None,
+                "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == status else now,
+            }
+            if reason and not ok:
+                cond["reason"] = reason
+            return cond
 
-    def _container_env(self, pod: dict, container: dict) -> dict[str, str]:
-        """The container's environment as the kubelet would build it (envFrom, then env, valueFrom resolved)."""
+        status = {
+            "phase": phase,
+            "hostIP": self.address,
+            "hostIPs": [{"ip": self.address}],
+            "podIP": runtime.ip,
+            "podIPs": [{"ip": runtime.ip}],
+            "startTime": runtime.start_time,
+            "qosClass": (runtime.pod.get("status") or {}).get("qosClass"),
+            "conditions": [
+                condition("PodReadyToStartContainers", True),
+                condition("Initialized", True),
+                condition("ContainersReady", all_ready, "ContainersNotReady"),
+                condition("Ready", all_ready, "ContainersNotReady"),
+                previous.get("PodScheduled") or condition("PodScheduled", True),
+            ],
+            "containerStatuses": [self._container_status(c) for c in containers],
+        }
+        status = {k: v for k, v in status.items() if v is not None}
+        try:
+            result = await asyncio.to_thread(
+                agent.core.patch_namespaced_pod_status, runtime.name, runtime.namespace, {"status": status}
+            )
+            runtime.pod = agent.api.sanitize_for_serialization(result)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- what a kubelet reads for a container -----------------------------------------------------------------
+
+    def _container_env(self, agent: NodeAgent, pod: dict, container: dict) -> dict[str, str]:
+        """The container's environment as the kubelet builds it (envFrom, then env, valueFrom resolved)."""
         ns = pod["metadata"]["namespace"]
         env: dict[str, str] = {}
         for source in container.get("envFrom", []) or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
-                data = self._configmap_data(ns, source["configMapRef"]["name"]) or {}
+                data = self._configmap_data(agent, ns, source["configMapRef"]["name"]) or {}
             elif "secretRef" in source:
-                data = self._secret_data(ns, source["secretRef"]["name"]) or {}
+                data = self._secret_data(agent, ns, source["secretRef"]["name"]) or {}
             else:
                 data = {}
             env.update({prefix + k: v for k, v in data.items()})
@@ -255,38 +851,42 @@ class Kubelet:
                 env[item["name"]] = str(item["value"])
                 continue
             ref = item.get("valueFrom", {})
+            value = None
             if "secretKeyRef" in ref:
-                data = self._secret_data(ns, ref["secretKeyRef"]["name"]) or {}
+                data = self._secret_data(agent, ns, ref["secretKeyRef"]["name"]) or {}
                 value = data.get(ref["secretKeyRef"]["key"])
             elif "configMapKeyRef" in ref:
-                data = self._configmap_data(ns, ref["configMapKeyRef"]["name"]) or {}
+                data = self._configmap_data(agent, ns, ref["configMapKeyRef"]["name"]) or {}
                 value = data.get(ref["configMapKeyRef"]["key"])
-            else:
-                value = None
             if value is not None:
                 env[item["name"]] = value
         return env
 
-    def _configmap_data(self, ns: str, name: str) -> dict[str, str] | None:
-        cm = self.runtime.cluster.get("v1", "ConfigMap", ns, name)
-        return None if cm is None else dict(cm.get("data") or {})
+    def _configmap_data(self, agent: NodeAgent, ns: str, name: str) -> dict[str, str] | None:
+        try:
+            return dict(agent.core.read_namespaced_config_map(name, ns).data or {})
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
-    def _secret_data(self, ns: str, name: str) -> dict[str, str] | None:
-        secret = self.runtime.cluster.get("v1", "Secret", ns, name)
-        if secret is None:
-            return None
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-        data.update(secret.get("stringData") or {})
-        return data
+    def _secret_data(self, agent: NodeAgent, ns: str, name: str) -> dict[str, str] | None:
+        try:
+            secret = agent.core.read_namespaced_secret(name, ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def _configmap_file(self, pod: dict, container: dict, filename: str) -> str:
+    def _configmap_file(self, agent: NodeAgent, pod: dict, container: dict, filename: str) -> str:
         """Content of ``filename`` from the ConfigMap volume mounted into the container."""
         ns = pod["metadata"]["namespace"]
         mounted = {m["name"] for m in container.get("volumeMounts", []) or []}
         for volume in pod["spec"].get("volumes", []) or []:
             if volume["name"] not in mounted or "configMap" not in volume:
                 continue
-            data = self._configmap_data(ns, volume["configMap"]["name"])
+            data = self._configmap_data(agent, ns, volume["configMap"]["name"])
             if data is None:
                 raise RuntimeError(f'configmap "{volume["configMap"]["name"]}" not found')
             for item in volume["configMap"].get("items", []) or []:
@@ -296,15 +896,21 @@ class Kubelet:
                 return data[filename]
         raise RuntimeError(f"no ConfigMap volume with {filename} is mounted into container {container['name']}")
 
-    def _volume_dir(self, pod: dict):
-        """Host directory behind the Pod's first PersistentVolumeClaim (or a per-Pod emptyDir)."""
+    def _volume_dir(self, agent: NodeAgent, pod: dict) -> Path:
+        """Host directory behind the Pod's first PersistentVolumeClaim (its PV's hostPath), or a per-Pod emptyDir."""
         ns = pod["metadata"]["namespace"]
         for volume in pod["spec"].get("volumes", []) or []:
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if claim:
-                path = self.cfg.volumes_dir / ns / claim
-                break
-        else:
-            path = self.cfg.volumes_dir / ns / f"emptydir-{pod['metadata']['name']}"
+            if not claim:
+                continue
+            pvc = agent.core.read_namespaced_persistent_volume_claim(claim, ns)
+            if pvc.spec.volume_name:
+                pv = agent.core.read_persistent_volume(pvc.spec.volume_name)
+                if pv.spec.host_path is not None:
+                    path = Path(pv.spec.host_path.path)
+                    path.mkdir(parents=True, exist_ok=True)
+                    return path
+            raise RuntimeError(f"persistentvolumeclaim {ns}/{claim} is not bound")
+        path = self.cfg.volumes_dir / "emptydir" / f"{ns}_{pod['metadata']['name']}"
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -17,9 +17,19 @@ class LiteLLMProcess:
     (master key from the Secret included). Logs go to ``log_file``.
     """
 
-    def __init__(self, binary: Path, workdir: Path, port: int, config_yaml: str, env: dict[str, str], log_file: Path):
+    def __init__(
+        self,
+        binary: Path,
+        workdir: Path,
+        port: int,
+        config_yaml: str,
+        env: dict[str, str],
+        log_file: Path,
+        host: str = "127.0.0.1",
+    ):
         self.binary = binary
         self.workdir = workdir
+        self.host = host
         self.port = port
         self.config_yaml = config_yaml
         self.env = env
@@ -38,7 +48,7 @@ class LiteLLMProcess:
             "HOME": str(self.workdir),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_LOG": "INFO",
-            "NO_PROXY": "127.0.0.1,localhost",
+            "NO_PROXY": f"127.0.0.1,localhost,{self.host}",
             **self.env,
         }
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +58,7 @@ class LiteLLMProcess:
             "--config",
             str(config),
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             cwd=str(self.workdir),
@@ -65,7 +75,7 @@ class LiteLLMProcess:
 
     async def wait_ready(self, timeout: float = 90.0) -> bool:
         """Poll ``/health/readiness`` until it answers 200 (True) or the process exits / times out (False)."""
-        url = f"http://127.0.0.1:{self.port}/health/readiness"
+        url = f"http://{self.host}:{self.port}/health/readiness"
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:
             while asyncio.get_running_loop().time() < deadline:

@@ -1,4 +1,9 @@
-"""The twin's process: every API on one asyncio loop (``python -m lab serve``)."""
+"""The twin's process (``python -m lab serve``): the real control plane as child processes, the rest on one loop.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler (lab.controlplane) run as children of this
+process; the nodes' kubelets, the service proxy, the local-path provisioner, the Proxmox VE API, the Ollama
+registry and the control endpoint run on its asyncio loop, all on the twin's own loopback address.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,25 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
+import time
 import uuid
 
-import yaml
 from aiohttp import web
 
-from lab.config import HOST, LabConfig
+from lab.config import LabConfig
+from lab.controlplane.pki import LabPKI
+from lab.controlplane.supervisor import ControlPlane, identities
 from lab.kubelet import Kubelet
-from lab.tls import LabTLS
-from lab.units import mib_quantity
 
 log = logging.getLogger("lab")
 
 
 class LabRuntime:
-    """Builds the cluster, the Proxmox host, the registry and the kubelet, and serves their APIs."""
+    """Starts the control plane, the nodes' kubelets, the service proxy, the provisioner, Proxmox and the registry."""
 
     def __init__(self, cfg: LabConfig):
-        from lab.kube import Cluster
         from lab.ollama import Registry, load_models
         from lab.proxmox import ProxmoxHost
 
@@ -33,9 +38,6 @@ class LabRuntime:
         self.topology = cfg.topology
         self.catalog = load_models(cfg.models_path)
         self.registry = Registry(self.catalog)
-        self.kubelet = Kubelet(self)
-        # the real LiteLLM proxy starts in real time: give rollouts at least two real minutes of progress deadline
-        self.cluster = Cluster(kubelet=self.kubelet, time_scale=cfg.time_scale, min_progress_deadline=120)
         px = self.topology["proxmox"]
         self.proxmox = ProxmoxHost(
             node=px["node"],
@@ -46,46 +48,42 @@ class LabRuntime:
             on_event=self._on_lxc_event,
         )
         self.nodes = {n["name"]: n for n in self.topology["kubernetes"]["nodes"]}
-        self.node_memory_mib: dict[str, int] = {}
+        self.pki = LabPKI(cfg.lab_dir, cfg.address)
+        self.controlplane: ControlPlane | None = None
+        self.kubelet = Kubelet(self)
+        self.serviceproxy = None
+        self.provisioner = None
         self.runners: list[web.AppRunner] = []
         self.secrets: dict[str, str] = {}
         self.stopping = asyncio.Event()
 
-    # -- memory as the nodes see it ---------------------------------------------------------------------------
+    # -- the machines behind the nodes --------------------------------------------------------------------------
 
-    def node_memory_bytes(self, node: str | None) -> int:
-        """Memory the machine behind ``node`` has right now (an LXC's hot-applied size), in bytes."""
+    def node_machine_running(self, node: str) -> bool:
+        """Whether the machine of ``node`` runs (an LXC's status; the GPU node is a separate machine, always on)."""
+        spec = self.nodes[node]
+        if "lxc_vmid" in spec:
+            return self.proxmox.containers[int(spec["lxc_vmid"])].status == "running"
+        return True
+
+    def node_memory_mib(self, node: str) -> int:
+        """Memory the machine of ``node`` has right now (an LXC's hot-applied size), MiB."""
         spec = self.nodes.get(node or "")
         if spec is None:
             return 0
         if "lxc_vmid" in spec:
-            return self.proxmox.container_memory_mib(spec["lxc_vmid"]) * 2**20
-        return int(spec["memory_mib"]) * 2**20
-
-    def node_gpu_memory_bytes(self, node: str | None) -> int:
-        spec = self.nodes.get(node or "", {})
-        return int(spec.get("gpu_memory_mib", 0)) * 2**20
-
-    def _node_resources(self, name: str, memory_mib: int) -> tuple[dict, dict]:
-        spec = self.nodes[name]
-        reserved = int(self.topology["kubernetes"].get("reserved_memory_mib", 0))
-        capacity = {"cpu": spec["cpu"], "memory": mib_quantity(memory_mib), "pods": "110"}
-        allocatable = {"cpu": spec["cpu"], "memory": mib_quantity(memory_mib - reserved), "pods": "110"}
-        for resource, amount in (spec.get("extended") or {}).items():
-            capacity[resource] = allocatable[resource] = str(amount)
-        return capacity, allocatable
+            return self.proxmox.container_memory_mib(spec["lxc_vmid"])
+        return int(spec["memory_mib"])
 
     async def _on_lxc_event(self, vmid: int, event: str, config: dict) -> None:
-        """A container started or stopped: its k3s node goes NotReady, or Ready with the memory read at start."""
+        """A container stopped or started: its kubelet goes down, or comes up reading the memory it has now."""
         for name, spec in self.nodes.items():
             if spec.get("lxc_vmid") != vmid:
                 continue
             if event == "stopped":
-                self.cluster.set_node_ready(name, False)
+                await self.kubelet.node_stopped(name)
             elif event == "started":
-                capacity, allocatable = self._node_resources(name, int(config["memory"]))
-                self.cluster.set_node_capacity(name, capacity, allocatable)
-                self.cluster.set_node_ready(name, True)
+                await self.kubelet.node_started(name, int(config["memory"]))
 
     # -- start / stop -----------------------------------------------------------------------------------------
 
@@ -93,7 +91,6 @@ class LabRuntime:
         """Credentials of this twin run, readable only by the owner (the lab inventory looks them up)."""
         self.cfg.secrets_dir.mkdir(parents=True, exist_ok=True)
         self.secrets = {
-            "kubernetes-token": secrets.token_hex(24),
             "proxmox-token-secret": str(uuid.uuid4()),
             "litellm-master-key": "sk-lab-" + secrets.token_hex(16),
             "openai-api-key": "sk-lab-placeholder-" + secrets.token_hex(8),
@@ -104,67 +101,85 @@ class LabRuntime:
             path.write_text(value)
             path.chmod(0o600)
 
-    def _write_kubeconfig(self, tls: LabTLS) -> None:
-        import base64
-
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "homelab-twin",
-                    "cluster": {
-                        "server": self.cfg.url("kubernetes"),
-                        "certificate-authority-data": base64.b64encode(tls.ca_pem).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": "twin-admin", "user": {"token": self.secrets["kubernetes-token"]}}],
-            "contexts": [{"name": "homelab-twin", "context": {"cluster": "homelab-twin", "user": "twin-admin"}}],
-            "current-context": "homelab-twin",
-        }
-        self.cfg.kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
-        self.cfg.kubeconfig.chmod(0o600)
-
-    def _add_nodes(self) -> None:
-        running = {c["vmid"]: c for c in self.topology["proxmox"]["containers"] if c.get("status") == "running"}
-        for name, spec in self.nodes.items():
-            if "lxc_vmid" in spec:
-                memory_mib = self.proxmox.container_memory_mib(spec["lxc_vmid"])
-            else:
-                memory_mib = int(spec["memory_mib"])
-            capacity, allocatable = self._node_resources(name, memory_mib)
-            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
-            labels.update(spec.get("labels") or {})
-            self.cluster.add_node(
-                name, labels=labels, taints=list(spec.get("taints") or []), capacity=capacity, allocatable=allocatable
-            )
-            if "lxc_vmid" in spec and spec["lxc_vmid"] not in running:
-                self.cluster.set_node_ready(name, False)
-
     async def _site(self, app: web.Application, port: int, ssl_context=None) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, HOST, port, ssl_context=ssl_context, reuse_address=True).start()
+        await web.TCPSite(runner, self.cfg.address, port, ssl_context=ssl_context, reuse_address=True).start()
         self.runners.append(runner)
 
-    def state(self) -> dict:
+    def _kubernetes_state(self) -> dict:
+        """Nodes, workloads, Services, PVCs and Events of the cluster, through the admin identity (no Secrets)."""
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.cfg.kubeconfig))
+        try:
+            core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+            lists = {
+                "Node": core.list_node(),
+                "Namespace": core.list_namespace(),
+                "Pod": core.list_pod_for_all_namespaces(),
+                "Service": core.list_service_for_all_namespaces(),
+                "PersistentVolumeClaim": core.list_persistent_volume_claim_for_all_namespaces(),
+                "PersistentVolume": core.list_persistent_volume(),
+                "ConfigMap": core.list_config_map_for_all_namespaces(),
+                "Deployment": apps.list_deployment_for_all_namespaces(),
+                "ReplicaSet": apps.list_replica_set_for_all_namespaces(),
+            }
+            state = {kind: api.sanitize_for_serialization(result.items) for kind, result in lists.items()}
+            state["ConfigMap"] = [cm for cm in state["ConfigMap"] if cm["metadata"]["name"] != "kube-root-ca.crt"]
+            for obj in (o for objs in state.values() for o in objs):
+                obj.get("metadata", {}).pop("managedFields", None)
+            return state
+        finally:
+            api.close()
+
+    async def state(self) -> dict:
         """The whole twin as JSON-able data (``python -m lab status --json``); no secrets."""
+        try:
+            kubernetes = await asyncio.to_thread(self._kubernetes_state)
+        except Exception as exc:  # the API server is down: say so, show the rest
+            kubernetes = {"error": str(exc)}
         return {
             "time_scale": self.cfg.time_scale,
             "lab_dir": str(self.cfg.lab_dir),
+            "address": self.cfg.address,
             "endpoints": self.cfg.endpoints(),
+            "controlplane": self.controlplane.snapshot() if self.controlplane else {},
             "proxmox": self.proxmox.snapshot(),
-            "kubernetes": self.cluster.snapshot(),
-            "workloads": self.kubelet.snapshot(),
+            "kubernetes": kubernetes,
+            "nodes": self.kubelet.snapshot(),
+            "workloads": self._workloads(),
+            "services": self.serviceproxy.snapshot() if self.serviceproxy else {},
             "registry": {"ollama_tags": sorted(self.catalog.ollama), "vllm_models": sorted(self.catalog.vllm)},
         }
+
+    def _workloads(self) -> dict:
+        """Per inference Deployment of the topology: its running emulated servers and whether one is ready."""
+        result: dict[str, dict] = {}
+        for key, spec in self.topology.get("workloads", {}).items():
+            pods = []
+            for node, info in self.kubelet.snapshot().items():
+                for pod_key, pod in info["pods"].items():
+                    for container in pod["containers"].values():
+                        if container["kind"] == spec["kind"] and pod_key.startswith(key.split("/")[0] + "/"):
+                            pods.append({"pod": pod_key, "node": node, "ip": pod["ip"], **container})
+            running = [p for p in pods if p["state"] == "running"]
+            if not running:
+                continue
+            result[key] = {
+                "kind": spec["kind"],
+                "service": spec["service"],
+                "ready": any(p["ready"] for p in running),
+                "pods": pods,
+                "port": self.cfg.service_port(spec["service"]),
+            }
+        return result
 
     def _control_app(self) -> web.Application:
         app = web.Application()
 
         async def state(_request):
-            return web.json_response(self.state(), dumps=lambda d: json.dumps(d, default=str))
+            return web.json_response(await self.state(), dumps=lambda d: json.dumps(d, default=str))
 
         async def shutdown(_request):
             self.stopping.set()
@@ -174,23 +189,72 @@ class LabRuntime:
         app.router.add_post("/shutdown", shutdown)
         return app
 
+    def _seed(self) -> None:
+        """Objects a fresh k3s cluster has that the playbooks rely on (``kubernetes.seed`` in the topology)."""
+        from kubernetes import client, config, utils
+
+        api = config.new_client_from_config(config_file=str(self.cfg.kubeconfig))
+        try:
+            for obj in self.topology["kubernetes"].get("seed") or []:
+                try:
+                    utils.create_from_dict(api, obj)
+                except utils.FailToCreateError as exc:
+                    if not all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
+                        raise
+            # Pods can be created once the controller manager made the namespace's `default` ServiceAccount
+            # (the ServiceAccount admission plugin refuses them before)
+            core = client.CoreV1Api(api)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    core.read_namespaced_service_account("default", "default")
+                    break
+                except client.ApiException as exc:
+                    if exc.status != 404 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            api.close()
+
     async def start(self) -> None:
-        from lab.kube import make_kube_app
+        from lab.controlplane.build import bin_dir
         from lab.ollama import make_registry_app
         from lab.proxmox import make_proxmox_app
+        from lab.serviceproxy import ServiceProxy
+        from lab.storage import LocalPathProvisioner
 
         self.cfg.lab_dir.mkdir(parents=True, exist_ok=True)
         self.cfg.log_dir.mkdir(parents=True, exist_ok=True)
-        tls = LabTLS(self.cfg.ca_file)
-        ssl_ctx = tls.server_context()
+        (self.cfg.lab_dir / "address").write_text(self.cfg.address)
+        if not self.pki.exists():
+            self.pki.create(identities(list(self.nodes)))
         self._write_secrets()
-        self._write_kubeconfig(tls)
-        self._add_nodes()
-        self.cluster.seed(list(self.topology["kubernetes"].get("seed") or []))
-        token_id = self.topology["proxmox"]["token_id"]
-        await self._site(
-            make_kube_app(self.cluster, self.secrets["kubernetes-token"]), self.cfg.port("kubernetes"), ssl_ctx
+        # the cluster lives as long as the twin: a new `lab serve` starts from an empty etcd (like the Proxmox
+        # host, which starts from the topology)
+        shutil.rmtree(self.cfg.lab_dir / "etcd", ignore_errors=True)
+        self.controlplane = ControlPlane(
+            self.cfg.lab_dir, self.cfg.address, self.cfg.controlplane_ports, bin_dir(), self.pki, self.cfg.time_scale
         )
+        await self.controlplane.start()
+        self.pki.kubeconfig(self.cfg.kubeconfig, self.controlplane.api_url, "admin")
+        await asyncio.to_thread(self._seed)
+        self.provisioner = LocalPathProvisioner(self.cfg.kubeconfig, self.cfg.volumes_dir)
+        await self.provisioner.start()
+        await self.kubelet.start(
+            lambda node: self.pki.kubeconfig(
+                self.pki.path(f"kubelet-{node}.kubeconfig"), self.controlplane.api_url, f"kubelet-{node}"
+            ),
+            self.cfg.kubeconfig,
+        )
+        self.serviceproxy = ServiceProxy(
+            self.pki.kubeconfig(self.pki.path("kube-proxy.kubeconfig"), self.controlplane.api_url, "kube-proxy"),
+            self.cfg.address,
+            {svc: self.cfg.service_port(svc) for svc in self.topology["ports"]["services"]},
+            self.kubelet.resolve,
+        )
+        await self.serviceproxy.start()
+        ssl_ctx = self.pki.server_context()
+        token_id = self.topology["proxmox"]["token_id"]
         await self._site(
             make_proxmox_app(self.proxmox, {token_id: self.secrets["proxmox-token-secret"]}),
             self.cfg.port("proxmox"),
@@ -202,8 +266,15 @@ class LabRuntime:
         log.info("twin up: %s", json.dumps(self.cfg.endpoints()))
 
     async def stop(self) -> None:
-        await self.kubelet.shutdown()
-        await self.cluster.close()
+        for part in (self.serviceproxy, self.kubelet, self.provisioner):
+            if part is None:
+                continue
+            try:
+                await (part.stop() if hasattr(part, "stop") else part.shutdown())
+            except Exception:
+                log.exception("stopping %s failed", type(part).__name__)
+        if self.controlplane is not None:
+            await self.controlplane.stop()
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()
@@ -215,9 +286,9 @@ async def serve(cfg: LabConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stopping.set)
-    await runtime.start()
     cfg.pid_file.write_text(str(os.getpid()))
     try:
+        await runtime.start()
         await runtime.stopping.wait()
     finally:
         await runtime.stop()
