@@ -45,12 +45,19 @@ def choose_address(lab_dir: Path, probe_port: int) -> str:
 
     Order: ``LAB_ADDRESS``; the address kept in ``lab_dir/address`` by an earlier ``lab up``; else the first of
     a sequence of addresses derived from the path whose ``probe_port`` is free (so two twins with different
-    LAB_DIRs never share an address). Raises ``ValueError`` when ``LAB_ADDRESS`` is not a loopback address.
+    LAB_DIRs never share an address). Raises ``ValueError`` when ``LAB_ADDRESS`` is not an IPv4 loopback address.
     """
     if os.environ.get("LAB_ADDRESS"):
         address = os.environ["LAB_ADDRESS"]
-        if not ipaddress.ip_address(address).is_loopback:
-            raise ValueError(f"LAB_ADDRESS={address} is not a loopback address (127.0.0.0/8)")
+        try:
+            ok = ipaddress.ip_address(address) in ipaddress.ip_network("127.0.0.0/8")
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"LAB_ADDRESS={address} is not an IPv4 loopback address: set it to one of 127.0.0.0/8 "
+                "(for example 127.20.0.1), or unset it to let the twin choose one from LAB_DIR"
+            )
         return address
     kept = lab_dir / "address"
     if kept.exists():

@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ log = logging.getLogger("lab.kubelet")
 KUBELET_VERSION = "v1.32.9"
 LEASE_DURATION = 40  # seconds, the kubelet default; the controller manager's grace period is what counts
 LEASE_RENEW = 2.0  # seconds between Lease renewals
+KUBELET_PORT = 10250  # node N serves the kubelet API on the twin's address at 10250 + N
 POD_CIDR = "10.42.0.0/16"  # k3s's default cluster CIDR; node N gets 10.42.N.0/24
 IMAGES_FILE = Path(__file__).resolve().parent / "images.yaml"
 
@@ -92,6 +94,17 @@ def load_images(path: Path = IMAGES_FILE) -> set[str]:
     return {normalise_image(ref) for ref in data.get("images", [])}
 
 
+def exit_code(returncode: int | None) -> int:
+    """A container's exit code as the runtime reports it: 128 + N for a process killed by signal N."""
+    if returncode is None:
+        return 1
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class ContainerConfigError(Exception):
+    """A ConfigMap, Secret or key that the container's env needs does not exist (CreateContainerConfigError)."""
+
+
 def _free_port(address: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,6 +133,8 @@ class Container:
     restart_count: int = 0
     last_state: dict = field(default_factory=dict)
     generation: int = 0  # incremented at every start; a probe of an earlier start stops
+    log_file: Path | None = None  # what `kubectl logs` shows
+    logger: logging.Logger | None = None
 
 
 @dataclass
@@ -161,6 +176,8 @@ class NodeAgent:
         self.used_ips: set[str] = set()
         self._lease_task: asyncio.Task | None = None
         self._pods_reflector: Reflector | None = None
+        self.port = KUBELET_PORT + index  # the kubelet API (logs) on the twin's address
+        self._server: web.AppRunner | None = None
 
     # -- registration and heartbeat ----------------------------------------------------------------------------
 
@@ -202,6 +219,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": self.kubelet.address},
                 {"type": "Hostname", "address": self.name},
             ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {
                 "machineID": f"twin-{self.name}",
                 "systemUUID": f"twin-{self.name}",
@@ -275,6 +293,8 @@ class NodeAgent:
             await asyncio.sleep(LEASE_RENEW)
 
     async def start(self, memory_mib: int) -> None:
+        if self._server is None:
+            self._server = await self._serve_api()
         await asyncio.to_thread(self.register, memory_mib)
         self._lease_task = asyncio.create_task(self._lease_loop())
         if self._pods_reflector is None:
@@ -305,6 +325,8 @@ class NodeAgent:
             await asyncio.to_thread(self.post_status, False, message)
 
     async def close(self) -> None:
+        if self._server is not None:
+            await self._server.cleanup()
         if self._pods_reflector is not None:
             self._pods_reflector.stop()
         if self._lease_task is not None:
@@ -319,6 +341,57 @@ class NodeAgent:
             for container in pod.containers.values():
                 await self.kubelet.stop_container(container)
         close_api_client(self.api)
+
+    # -- the kubelet API: container logs -------------------------------------------------------------------
+
+    async def _serve_api(self) -> web.AppRunner:
+        """HTTPS on ``address:port`` with client certificates required (the API server's kubelet client)."""
+        pki = self.kubelet.runtime.pki
+        ctx = pki.server_context()
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(pki.ca_file))
+        app = web.Application()
+        app.router.add_get("/healthz", lambda _r: web.Response(text="ok"))
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.kubelet.address, self.port, ssl_context=ctx, reuse_address=True).start()
+        return runner
+
+    async def _container_logs(self, request: web.Request) -> web.StreamResponse:
+        """``GET /containerLogs/{ns}/{pod}/{container}``: what ``kubectl logs`` reads (tailLines, follow)."""
+        ns, pod, name = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        container = next(
+            (
+                c
+                for p in self.pods.values()
+                if p.namespace == ns and p.name == pod
+                for c in p.containers.values()
+                if c.name == name
+            ),
+            None,
+        )
+        if container is None:
+            raise web.HTTPNotFound(text=f"container {name} of pod {ns}/{pod} is not on node {self.name}")
+        text = container.log_file.read_text(errors="replace") if container.log_file.exists() else ""
+        tail = request.query.get("tailLines")
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-int(tail) :]) if int(tail) > 0 else ""
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        await response.write(text.encode())
+        if request.query.get("follow") in ("true", "1"):
+            offset = container.log_file.stat().st_size if container.log_file.exists() else 0
+            while container.state != "terminated" and self.running:
+                await asyncio.sleep(0.5)
+                if container.log_file.exists() and container.log_file.stat().st_size > offset:
+                    with container.log_file.open("rb") as fh:
+                        fh.seek(offset)
+                        chunk = fh.read()
+                    offset += len(chunk)
+                    await response.write(chunk)
+        await response.write_eof()
+        return response
 
     # -- pods: watch ----------------------------------------------------------------------------------------
 
@@ -505,6 +578,9 @@ class Kubelet:
         finally:
             for container in runtime.containers.values():
                 await self.stop_container(container)
+                for handler in list(container.logger.handlers if container.logger else []):
+                    container.logger.removeHandler(handler)
+                    handler.close()
             agent.release_ip(runtime.ip)
             agent.pods.pop(runtime.uid, None)
 
@@ -512,6 +588,8 @@ class Kubelet:
         pod = runtime.pod
         if runtime.deleted:
             return True
+        if not agent.running:
+            return False  # a node that is down confirms nothing: a deleted Pod stays Terminating until it is back
         if pod["metadata"].get("deletionTimestamp"):
             for container in runtime.containers.values():
                 await self.stop_container(container)
@@ -519,8 +597,6 @@ class Kubelet:
                     self._terminated(container, 0, "Completed", "")
             await asyncio.to_thread(self._confirm_deletion, agent, runtime)
             return True
-        if not agent.running:
-            return False
         if runtime.ip is None:
             runtime.ip = agent.allocate_ip((pod.get("status") or {}).get("podIP"))
             runtime.start_time = (pod.get("status") or {}).get("startTime") or _now()
@@ -529,6 +605,8 @@ class Kubelet:
             container = runtime.containers.get(spec["name"])
             if container is None:
                 container = Container(spec["name"], spec.get("image", ""), kind=self._workload_kind(pod))
+                stem = f"{runtime.namespace}_{runtime.name}_{spec['name']}"
+                container.log_file = self.cfg.log_dir / "pods" / f"{stem}.log"
                 runtime.containers[spec["name"]] = container
             if container.state == "running" and not self._alive(container):
                 self._terminated(container, 1, "Error", "the process exited")
@@ -586,21 +664,42 @@ class Kubelet:
             )
             self._retry_later(runtime, 1.0 if first else 5.0)
             return
-        if container.state == "terminated":
+        if container.state == "terminated" or container.reason == "CrashLoopBackOff":
             policy = pod["spec"].get("restartPolicy", "Always")
             if policy == "Never" or (policy == "OnFailure" and container.exit_code == 0):
                 return
             waited = time.monotonic() - container.last_state.get("_at", 0)
             if waited < self._backoff(container):
-                container.reason = "CrashLoopBackOff"
-                container.message = f"back-off restarting failed container {container.name}"
+                # waiting to restart: state.waiting CrashLoopBackOff, the crash in lastState.terminated
+                container.state, container.reason = "waiting", "CrashLoopBackOff"
+                container.message = (
+                    f"back-off {self._backoff(container):.0f}s restarting failed container={container.name} "
+                    f"pod={runtime.name}_{runtime.namespace}({runtime.uid})"
+                )
                 self._retry_later(runtime, self._backoff(container) - waited)
                 return
             container.restart_count += 1
+        try:
+            await asyncio.to_thread(self._check_volumes, agent, runtime.pod)
+        except (ContainerConfigError, ApiException) as exc:
+            # the Pod's volumes cannot be set up: its containers stay ContainerCreating (FailedMount)
+            container.state, container.reason = "waiting", "ContainerCreating"
+            container.message = str(exc) if isinstance(exc, ContainerConfigError) else f"{exc.status} {exc.reason}"
+            self._retry_later(runtime, 1.0)
+            return
+        try:
+            # what a kubelet resolves before it creates the container: env from ConfigMaps and Secrets
+            await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
+        except (ContainerConfigError, ApiException) as exc:
+            container.state, container.reason = "waiting", "CreateContainerConfigError"
+            container.message = str(exc) if isinstance(exc, ContainerConfigError) else f"{exc.status} {exc.reason}"
+            self._retry_later(runtime, 1.0)
+            return
         container.state, container.reason, container.message = "waiting", "ContainerCreating", ""
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
         needs = int(self._workload_spec(container.kind).get("memory_mib", 0)) * 2**20 if container.kind else 0
         if limit and needs and parse_quantity(limit) < needs:
+            self._container_logger(container).error("out of memory: needs %s MiB, limit %s", needs // 2**20, limit)
             self._terminated(container, 137, "OOMKilled", f"needs {needs // 2**20} MiB, limit {limit}")
             self._retry_later(runtime, self._backoff(container))
             return
@@ -613,6 +712,7 @@ class Kubelet:
                 await self._start_litellm(runtime, spec, container)
         except Exception as exc:  # the container's process failed to start
             log.warning("pod %s container %s failed to start: %s", runtime.key, container.name, exc)
+            self._container_logger(container).error("%s", exc)
             await self.stop_container(container)
             self._terminated(container, 1, "Error", str(exc))
             self._retry_later(runtime, self._backoff(container))
@@ -663,7 +763,7 @@ class Kubelet:
             await asyncio.sleep(0.5)
         if container.process is process and container.state == "running":
             code = process.proc.returncode if process.proc is not None else 1
-            self._terminated(container, code if code and code > 0 else 1, "Error", f"the process exited ({code})")
+            self._terminated(container, exit_code(code), "Error", f"the process exited ({code})")
             runtime.wake.set()
 
     async def _probe(self, runtime: PodRuntime, container: Container, probe: dict) -> None:
@@ -698,13 +798,28 @@ class Kubelet:
         container.ready = False
         container.port = None
 
+    def _container_logger(self, container: Container) -> logging.Logger:
+        """A logger writing to the container's log file (the emulated servers' access log and start lines)."""
+        if container.logger is None:
+            container.log_file.parent.mkdir(parents=True, exist_ok=True)
+            logger = logging.getLogger(f"lab.pod.{container.log_file.stem}")
+            logger.propagate = False
+            logger.setLevel(logging.INFO)
+            handler = logging.FileHandler(container.log_file)
+            handler.setFormatter(logging.Formatter("time=%(asctime)s level=%(levelname)s msg=%(message)r"))
+            logger.addHandler(handler)
+            container.logger = logger
+        return container.logger
+
     async def _serve(self, container: Container, app: web.Application) -> None:
         sock = _free_port(self.address)
-        runner = web.AppRunner(app, access_log=None)
+        logger = self._container_logger(container)
+        runner = web.AppRunner(app, access_log=logger, access_log_format='%a "%r" %s %b %Tf')
         await runner.setup()
         await web.SockSite(runner, sock).start()
         container.runner = runner
         container.port = sock.getsockname()[1]
+        logger.info("Listening on %s:%s (%s, image %s)", self.address, container.port, container.kind, container.image)
 
     async def _start_ollama(self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container) -> None:
         from lab.ollama import OllamaEmulator, make_ollama_app
@@ -751,7 +866,7 @@ class Kubelet:
             port=port,
             config_yaml=config_yaml,
             env=env,
-            log_file=self.cfg.log_dir / "pods" / f"{name}.log",
+            log_file=container.log_file,
         )
         container.process = process
         container.port = port
@@ -840,27 +955,56 @@ class Kubelet:
         for source in container.get("envFrom", []) or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
-                data = self._configmap_data(agent, ns, source["configMapRef"]["name"]) or {}
+                ref, kind = source["configMapRef"], "configmap"
+                data = self._configmap_data(agent, ns, ref["name"])
             elif "secretRef" in source:
-                data = self._secret_data(agent, ns, source["secretRef"]["name"]) or {}
+                ref, kind = source["secretRef"], "secret"
+                data = self._secret_data(agent, ns, ref["name"])
             else:
+                ref, kind, data = {}, "", {}
+            if data is None:
+                if not ref.get("optional"):
+                    raise ContainerConfigError(f'{kind} "{ref["name"]}" not found')
                 data = {}
             env.update({prefix + k: v for k, v in data.items()})
         for item in container.get("env", []) or []:
             if "value" in item:
                 env[item["name"]] = str(item["value"])
                 continue
-            ref = item.get("valueFrom", {})
-            value = None
-            if "secretKeyRef" in ref:
-                data = self._secret_data(agent, ns, ref["secretKeyRef"]["name"]) or {}
-                value = data.get(ref["secretKeyRef"]["key"])
-            elif "configMapKeyRef" in ref:
-                data = self._configmap_data(agent, ns, ref["configMapKeyRef"]["name"]) or {}
-                value = data.get(ref["configMapKeyRef"]["key"])
-            if value is not None:
-                env[item["name"]] = value
+            source = item.get("valueFrom", {})
+            if "secretKeyRef" in source:
+                ref, kind = source["secretKeyRef"], "secret"
+                data = self._secret_data(agent, ns, ref["name"])
+            elif "configMapKeyRef" in source:
+                ref, kind = source["configMapKeyRef"], "configmap"
+                data = self._configmap_data(agent, ns, ref["name"])
+            else:
+                continue  # fieldRef / resourceFieldRef: nothing the emulated workloads read
+            if data is None or ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                if data is None:
+                    raise ContainerConfigError(f'{kind} "{ref["name"]}" not found')
+                raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
+            env[item["name"]] = data[ref["key"]]
         return env
+
+    def _check_volumes(self, agent: NodeAgent, pod: dict) -> None:
+        """Raise :class:`ContainerConfigError` when a ConfigMap or Secret volume (not optional) does not exist."""
+        ns = pod["metadata"]["namespace"]
+        for volume in pod["spec"].get("volumes", []) or []:
+            for kind, key, read in (
+                ("configmap", "configMap", self._configmap_data),
+                ("secret", "secret", self._secret_data),
+            ):
+                source = volume.get(key)
+                if not source or source.get("optional"):
+                    continue
+                name = source.get("name") or source.get("secretName")
+                if read(agent, ns, name) is None:
+                    raise ContainerConfigError(
+                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : {kind} "{name}" not found'
+                    )
 
     def _configmap_data(self, agent: NodeAgent, ns: str, name: str) -> dict[str, str] | None:
         try:

@@ -24,6 +24,18 @@ HELM = str(ROOT / ".venv" / "bin" / "helm")
 ANSIBLE_PLAYBOOK = str(ROOT / ".venv" / "bin" / "ansible-playbook")
 
 
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
 class Twin:
     """Drive one twin: its CLI, kubectl, the Python client, its state."""
 
@@ -88,11 +100,4 @@ class Twin:
         return json.loads(self.lab("status", "--json").stdout)
 
     def wait_for(self, predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        return wait_for(predicate, timeout=timeout, interval=interval, what=what)

@@ -13,7 +13,8 @@ options:
   api_url:
     description:
       - Base URL of the Ollama HTTP API, without the C(/api) suffix.
-      - In the cluster C(http://ollama.ml.svc.cluster.local:11434); in the lab twin C(http://127.0.0.1:21434).
+      - In the cluster C(http://ollama.ml.svc.cluster.local:11434); in the lab twin port 11434 on the twin's own
+        loopback address (C(services) in C(LAB_DIR/endpoints.json)).
       - When left at the default and the environment variable C(OLLAMA_HOST) is set, that is used instead (a bare
         C(host:port) gets C(http://)).
     type: str

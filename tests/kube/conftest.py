@@ -1,35 +1,82 @@
-"""Fixtures of the twin's Kubernetes API contract tests (the harness lives in ``tests/kube/harness.py``)."""
+"""Fixtures of the Kubernetes contract tests: one twin (the real v1.32 control plane) shared by tests/kube.
+
+Starting a twin takes seconds and about 1 GB, so all the tests of this directory share one, each in a namespace
+of its own. The twin is stopped as soon as the run leaves tests/kube (not only at the end of the session), so it
+never idles next to the twins other test directories start; should the run come back to tests/kube, a new one
+is started.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.kube.harness import FakeKubelet, KubeServer
+from tests.twin import Twin
+
+HERE = Path(__file__).resolve().parent
+
+
+class SharedTwin:
+    """The twin of tests/kube, started on first use."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self.tmp_path_factory = tmp_path_factory
+        self.twin: Twin | None = None
+
+    def get(self) -> Twin:
+        if self.twin is None:
+            self.twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
+        return self.twin
+
+    def stop(self) -> None:
+        if self.twin is not None:
+            twin, self.twin = self.twin, None
+            twin.down()
+
+
+SHARED = pytest.StashKey[SharedTwin]()
 
 
 @pytest.fixture(scope="session")
-def kube_server(tmp_path_factory) -> KubeServer:
-    """One API server for the session (tests isolate themselves in their own namespaces)."""
-    kubelet = FakeKubelet(delay=0.3)
-    server = KubeServer(tmp_path_factory.mktemp("kube"), kubelet=kubelet).start()
-    yield server
-    server.stop()
+def shared_twin(request, tmp_path_factory) -> SharedTwin:
+    shared = SharedTwin(tmp_path_factory)
+    request.config.stash[SHARED] = shared
+    yield shared
+    shared.stop()
 
 
 @pytest.fixture
-def fresh_server(tmp_path) -> KubeServer:
-    """A private API server with a recording kubelet (scheduler and node tests change nodes)."""
-    server = KubeServer(tmp_path, kubelet=FakeKubelet(delay=0.1)).start()
-    yield server
-    server.stop()
+def twin(shared_twin: SharedTwin) -> Twin:
+    """The running twin of tests/kube."""
+    return shared_twin.get()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    # after the last test of tests/kube (and its fixtures' teardown): stop the twin now
+    if nextitem is None or Path(nextitem.path).resolve().parent != HERE:
+        shared = item.config.stash.get(SHARED, None)
+        if shared is not None:
+            shared.stop()
 
 
 @pytest.fixture
-def namespace(kube_server: KubeServer) -> str:
-    """A new namespace in the shared server, deleted afterwards."""
-    name = "t-" + uuid.uuid4().hex[:8]
-    kube_server.kubectl("create", "namespace", name)
+def api(twin: Twin):
+    """A ``kubernetes`` ApiClient with the admin identity."""
+    client = twin.api_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(request, twin: Twin) -> str:
+    """A namespace of the test's own (named after it), deleted afterwards without waiting."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:5]}"
+    twin.kubectl("create", "namespace", name)
     yield name
-    kube_server.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    twin.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,78 +1,137 @@
-"""Contract test with the Ansible ``kubernetes.core`` 6.2 modules, run by ``ansible-playbook`` on localhost."""
+"""Contract test of the ``kubernetes.core`` 6.2 modules the roles use, run by ``ansible-playbook`` on localhost."""
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 
+import pytest
 import yaml
 
-from tests.kube.harness import ANSIBLE_PLAYBOOK, FIXTURES, KubeServer
+from tests.kube.kube_helpers import CHART, kjson, live_pods
+from tests.twin import ANSIBLE_PLAYBOOK, ROOT, Twin
 
-DEPLOYMENT = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "ollama", "namespace": "ml", "labels": {"app.kubernetes.io/part-of": "home-lab"}},
-    "spec": {
-        "replicas": 1,
-        "strategy": {"type": "Recreate"},
-        "selector": {"matchLabels": {"app": "ollama"}},
-        "template": {
-            "metadata": {"labels": {"app": "ollama", "app.kubernetes.io/part-of": "home-lab"}},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "ollama",
-                        "image": "ollama/ollama:0.5.7",
-                        "env": [{"name": "OLLAMA_KEEP_ALIVE", "value": "-1"}],
-                        "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "8Gi"}},
-                    }
-                ]
+pytestmark = pytest.mark.slow
+
+K8S = "kubernetes.core."
+NODE = "k3s-worker-01"
+
+
+def _deployment(namespace: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "ollama", "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "home-lab"}},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": "ollama"}},
+            "template": {
+                "metadata": {"labels": {"app": "ollama", "app.kubernetes.io/part-of": "home-lab"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": NODE},
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "ollama",
+                            "image": "ollama/ollama:0.5.7",
+                            "env": [{"name": "OLLAMA_KEEP_ALIVE", "value": "-1"}],
+                            "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                        }
+                    ],
+                },
             },
         },
-    },
-}
+    }
 
 
-def _playbook(results: str) -> list[dict]:
-    k8s = "kubernetes.core."
-    tasks = [
+def _configmap(namespace: str, data: dict) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "consumer", "namespace": namespace},
+        "data": data,
+    }
+
+
+def _tasks(namespace: str) -> list[dict]:
+    """The module calls of the roles (litellm, llm_consumers, inference_rollback, lxc_capacity, helm_release)."""
+    deployment = _deployment(namespace)
+    restart = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}}}}
+    patched = {"kind": "Deployment", "api_version": "apps/v1", "namespace": namespace, "name": "ollama"}
+    return [
         {
-            "name": "namespace",
-            k8s + "k8s": {
+            "name": "namespace (exists already)",
+            K8S + "k8s": {
                 "state": "present",
-                "definition": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}},
+                "definition": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
             },
             "register": "ns",
         },
         {
-            "name": "check mode uses server-side dry run",
-            k8s + "k8s": {"state": "present", "definition": DEPLOYMENT},
+            "name": "secret with base64 data",
+            K8S + "k8s": {
+                "state": "present",
+                "definition": {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
+                    "metadata": {"name": "master-key", "namespace": namespace},
+                    "data": {"master-key": "{{ 'sk-1' | b64encode }}"},
+                },
+            },
+            "register": "secret",
+        },
+        {
+            "name": "configmap",
+            K8S + "k8s": {"state": "present", "definition": _configmap(namespace, {"MODEL": "a", "KEEP": "1"})},
+        },
+        {
+            "name": "configmap merge (llm_consumers)",
+            K8S + "k8s": {
+                "state": "present",
+                "merge_type": "merge",
+                "definition": _configmap(namespace, {"MODEL": "b"}),
+            },
+            "register": "merged",
+        },
+        {
+            "name": "same merge again",
+            K8S + "k8s": {
+                "state": "present",
+                "merge_type": "merge",
+                "definition": _configmap(namespace, {"MODEL": "b"}),
+            },
+            "register": "merged_again",
+        },
+        {
+            "name": "check mode uses a server-side dry run",
+            K8S + "k8s": {"state": "present", "definition": deployment},
             "check_mode": True,
             "register": "dry",
         },
         {
             "name": "deployment (apply) and wait",
-            k8s + "k8s": {
+            K8S + "k8s": {
                 "state": "present",
                 "apply": True,
                 "wait": True,
-                "wait_timeout": 30,
-                "definition": DEPLOYMENT,
+                "wait_timeout": 60,
+                "definition": deployment,
             },
             "register": "created",
         },
         {
             "name": "apply again is idempotent",
-            k8s + "k8s": {"state": "present", "apply": True, "definition": DEPLOYMENT},
+            K8S + "k8s": {"state": "present", "apply": True, "definition": deployment},
             "register": "again",
         },
         {
             "name": "strategic merge patch of the env",
-            k8s + "k8s": {
+            K8S + "k8s": {
                 "state": "patched",
-                "kind": "Deployment",
-                "namespace": "ml",
-                "name": "ollama",
+                **patched,
                 "definition": {
                     "spec": {
                         "template": {
@@ -85,27 +144,32 @@ def _playbook(results: str) -> list[dict]:
                     }
                 },
                 "wait": True,
-                "wait_timeout": 30,
+                "wait_timeout": 60,
             },
-            "register": "patched",
+            "register": "env_patched",
         },
         {
-            "name": "info by label",
-            k8s + "k8s_info": {
+            "name": "roll the deployment (llm_consumers, inference_rollback)",
+            K8S + "k8s": {"state": "patched", **patched, "definition": restart, "wait": True, "wait_timeout": 60},
+            "register": "rolled",
+        },
+        {
+            "name": "info by label, waiting for Available",
+            K8S + "k8s_info": {
                 "kind": "Deployment",
-                "namespace": "ml",
+                "namespace": namespace,
                 "label_selectors": ["app.kubernetes.io/part-of=home-lab"],
                 "wait": True,
                 "wait_condition": {"type": "Available", "status": "True"},
-                "wait_timeout": 30,
+                "wait_timeout": 60,
             },
             "register": "info",
         },
         {
             "name": "running pods by field",
-            k8s + "k8s_info": {
+            K8S + "k8s_info": {
                 "kind": "Pod",
-                "namespace": "ml",
+                "namespace": namespace,
                 "label_selectors": ["app=ollama"],
                 "field_selectors": ["status.phase=Running"],
             },
@@ -113,25 +177,33 @@ def _playbook(results: str) -> list[dict]:
         },
         {
             "name": "scale to 2 and wait",
-            k8s + "k8s_scale": {
-                "kind": "Deployment",
-                "namespace": "ml",
-                "name": "ollama",
-                "replicas": 2,
-                "wait": True,
-                "wait_timeout": 30,
-            },
+            K8S + "k8s_scale": {**patched, "replicas": 2, "wait": True, "wait_timeout": 60},
             "register": "scaled",
         },
         {
-            "name": "drain a worker",
-            k8s + "k8s_drain": {
-                "name": "k3s-worker-01",
+            "name": "scale to 0 and wait (the LiteLLM fallback drill)",
+            K8S + "k8s_scale": {**patched, "replicas": 0, "wait": True, "wait_timeout": 60},
+            "register": "scaled_down",
+        },
+        {
+            "name": "running pods after scaling to 0",
+            K8S + "k8s_info": {"kind": "Pod", "namespace": namespace, "label_selectors": ["app=ollama"]},
+            "register": "no_pods",
+        },
+        {
+            "name": "scale back to 1 and wait",
+            K8S + "k8s_scale": {**patched, "replicas": 1, "wait": True, "wait_timeout": 60},
+        },
+        {
+            "name": "drain the worker (lxc_capacity)",
+            K8S + "k8s_drain": {
+                "name": NODE,
                 "state": "drain",
                 "delete_options": {
                     "ignore_daemonsets": True,
                     "delete_emptydir_data": True,
-                    "wait_timeout": 30,
+                    "terminate_grace_period": 30,
+                    "wait_timeout": 60,
                     "wait_sleep": 1,
                 },
             },
@@ -139,86 +211,161 @@ def _playbook(results: str) -> list[dict]:
         },
         {
             "name": "node after drain",
-            k8s + "k8s_info": {"kind": "Node", "name": "k3s-worker-01"},
+            K8S + "k8s_info": {"kind": "Node", "name": NODE},
             "register": "cordoned",
         },
-        {"name": "uncordon", k8s + "k8s_drain": {"name": "k3s-worker-01", "state": "uncordon"}},
         {
-            "name": "helm install",
-            k8s + "helm": {
+            "name": "pods after drain",
+            K8S + "k8s_info": {"kind": "Pod", "namespace": namespace, "label_selectors": ["app=ollama"]},
+            "register": "drained_pods",
+        },
+        {"name": "uncordon", K8S + "k8s_drain": {"name": NODE, "state": "uncordon"}, "register": "uncordoned"},
+        {
+            "name": "helm install (helm_release)",
+            K8S + "helm": {
                 "name": "demo",
-                "chart_ref": str(FIXTURES / "demo-chart"),
-                "release_namespace": "ml",
+                "chart_ref": CHART,
+                "release_namespace": namespace,
+                "values": {"replicas": 2, "message": "from ansible"},
                 "wait": True,
-                "timeout": "60s",
-                "values": {"replicas": 2},
+                "wait_timeout": "60s",
             },
             "register": "helm_install",
         },
-        {"name": "helm info", k8s + "helm_info": {"name": "demo", "release_namespace": "ml"}, "register": "helm_info"},
         {
-            "name": "delete and wait",
-            k8s + "k8s": {
+            "name": "helm again with the same values",
+            K8S + "helm": {
+                "name": "demo",
+                "chart_ref": CHART,
+                "release_namespace": namespace,
+                "values": {"replicas": 2, "message": "from ansible"},
+                "wait": True,
+                "wait_timeout": "60s",
+            },
+            "register": "helm_again",
+        },
+        {
+            "name": "helm info",
+            K8S + "helm_info": {"release_name": "demo", "release_namespace": namespace},
+            "register": "helm_info",
+        },
+        {
+            "name": "configmap replaced (inference_rollback, force)",
+            K8S + "k8s": {"state": "present", "force": True, "definition": _configmap(namespace, {"MODEL": "old"})},
+            "register": "forced",
+        },
+        {
+            "name": "configmap absent",
+            K8S + "k8s": {
+                "state": "absent",
+                "api_version": "v1",
+                "kind": "ConfigMap",
+                "namespace": namespace,
+                "name": "consumer",
+            },
+            "register": "cm_deleted",
+        },
+        {
+            "name": "deployment absent and wait",
+            K8S + "k8s": {
                 "state": "absent",
                 "kind": "Deployment",
-                "namespace": "ml",
+                "namespace": namespace,
                 "name": "ollama",
                 "wait": True,
-                "wait_timeout": 30,
+                "wait_timeout": 60,
             },
             "register": "deleted",
         },
-        {
-            "name": "record",
-            "ansible.builtin.copy": {
-                "dest": results,
-                "content": "{{ {'ns': ns, 'dry': dry, "
-                "'created': created, 'again': again, 'patched': patched, 'info': info, 'pods': pods, 'scaled': scaled, "
-                "'drained': drained, 'cordoned': cordoned, 'helm_install': helm_install, 'helm_info': helm_info, "
-                "'deleted': deleted} | to_json }}",
-            },
-        },
     ]
+
+
+RECORDED = (
+    "ns secret merged merged_again dry created again env_patched rolled info pods scaled scaled_down no_pods "
+    "drained cordoned drained_pods uncordoned helm_install helm_again helm_info forced cm_deleted deleted"
+).split()
+
+
+def _playbook(namespace: str, results: str) -> list[dict]:
+    tasks = _tasks(namespace)
     for task in tasks:
         for module, args in task.items():
             # kubernetes.core polls every wait_sleep seconds (default 5); the twin is faster than that
-            if module.startswith(k8s) and module != k8s + "helm" and isinstance(args, dict) and args.get("wait"):
+            if module.startswith(K8S) and module != K8S + "helm" and isinstance(args, dict) and args.get("wait"):
                 args["wait_sleep"] = 1
+    record = "{{ {" + ", ".join(f"'{name}': {name}" for name in RECORDED) + "} | to_json }}"
+    tasks.append({"name": "record", "ansible.builtin.copy": {"dest": results, "content": record}})
     return [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]
 
 
-def test_kubernetes_core_modules(fresh_server: KubeServer):
-    k = fresh_server
-    results = k.workdir / "results.json"
-    playbook = k.workdir / "playbook.yml"
-    playbook.write_text(yaml.safe_dump(_playbook(str(results)), sort_keys=False))
-    proc = k.run(
-        ANSIBLE_PLAYBOOK,
-        "-i",
-        "localhost,",
-        str(playbook),
-        "-e",
-        "ansible_python_interpreter={{ ansible_playbook_python }}",
-        timeout=180,
-    )
-    assert "failed=0" in proc.stdout
+def test_kubernetes_core_modules(twin: Twin, namespace, tmp_path):
+    results = tmp_path / "results.json"
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(yaml.safe_dump(_playbook(namespace, str(results)), sort_keys=False))
+    env = dict(twin.env, K8S_AUTH_KUBECONFIG=twin.kubeconfig, ANSIBLE_NOCOLOR="1")
+    try:
+        proc = subprocess.run(
+            [
+                ANSIBLE_PLAYBOOK,
+                "-i",
+                "localhost,",
+                str(playbook),
+                "-e",
+                "ansible_python_interpreter={{ ansible_playbook_python }}",
+            ],
+            cwd=ROOT,  # the repository's ansible.cfg, as the playbooks run
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        twin.kubectl("uncordon", NODE, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     r = json.loads(results.read_text())
 
-    assert r["ns"]["changed"] and r["dry"]["changed"]
-    assert r["created"]["changed"] and not r["again"]["changed"]
-    assert r["patched"]["changed"]
-    env = r["patched"]["result"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "OLLAMA_KEEP_ALIVE", "value": "-1"}, {"name": "OLLAMA_LOAD_TIMEOUT", "value": "10m"}]
+    assert not r["ns"]["changed"]
+    assert r["secret"]["changed"]
+    secret = kjson(twin, "-n", namespace, "get", "secret", "master-key")
+    assert base64.b64decode(secret["data"]["master-key"]) == b"sk-1"
+    assert r["merged"]["changed"] and not r["merged_again"]["changed"]
+    assert r["merged"]["result"]["data"] == {"MODEL": "b", "KEEP": "1"}
+
+    assert r["dry"]["changed"] and r["created"]["changed"] and not r["again"]["changed"]
+    env = r["env_patched"]["result"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    # strategic merge by name keeps the existing variable (the API server puts the patch's new one first)
+    assert sorted(env, key=lambda e: e["name"]) == [
+        {"name": "OLLAMA_KEEP_ALIVE", "value": "-1"},
+        {"name": "OLLAMA_LOAD_TIMEOUT", "value": "10m"},
+    ]
+    assert r["rolled"]["changed"]
+    annotations = r["rolled"]["result"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/restartedAt"] == "now"
     assert [d["metadata"]["name"] for d in r["info"]["resources"]] == ["ollama"]
+    assert r["info"]["resources"][0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert len(r["pods"]["resources"]) == 1
     assert r["scaled"]["result"]["status"]["readyReplicas"] == 2
+    assert r["scaled_down"]["changed"] and not r["scaled_down"]["result"]["spec"].get("replicas")
+    assert r["no_pods"]["resources"] == []
+
+    assert r["drained"]["changed"]
     assert "marked unschedulable" in r["drained"]["result"]
     assert r["cordoned"]["resources"][0]["spec"]["unschedulable"] is True
-    assert r["helm_install"]["status"]["status"] == "deployed"
-    assert r["helm_info"]["status"]["status"] == "deployed"
-    assert r["deleted"]["changed"]
+    # the Pod pinned to the drained node was evicted; its replacement waits for the uncordon
+    assert all(
+        p["spec"].get("nodeName") != NODE or p["metadata"].get("deletionTimestamp")
+        for p in r["drained_pods"]["resources"]
+    )
+    assert r["uncordoned"]["changed"]
 
-    assert k.call(k.cluster.get, "apps/v1", "Deployment", "ml", "ollama") is None
-    node = k.call(k.cluster.get, "v1", "Node", None, "k3s-worker-01")
-    assert not node["spec"].get("unschedulable")
-    assert k.call(k.cluster.get, "apps/v1", "Deployment", "ml", "demo")["status"]["readyReplicas"] == 2
+    assert r["helm_install"]["changed"] and r["helm_install"]["status"]["status"] == "deployed"
+    assert not r["helm_again"]["changed"]
+    assert r["helm_info"]["status"]["status"] == "deployed"
+    assert r["helm_info"]["status"]["values"] == {"replicas": 2, "message": "from ansible"}
+    assert kjson(twin, "-n", namespace, "get", "deploy", "demo")["status"]["readyReplicas"] == 2
+
+    assert r["forced"]["changed"] and r["forced"]["result"]["data"] == {"MODEL": "old"}
+    assert r["cm_deleted"]["changed"] and r["deleted"]["changed"]
+    assert twin.kubectl("-n", namespace, "get", "deploy", "ollama", check=False).returncode == 1
+    twin.wait_for(lambda: live_pods(twin, namespace, "app=ollama") == [], what="the garbage collector")
+    assert not kjson(twin, "get", "node", NODE)["spec"].get("unschedulable")

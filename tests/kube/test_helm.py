@@ -1,42 +1,50 @@
-"""Contract tests with the real ``helm`` 3.17 binary: install/upgrade/rollback/uninstall with ``--wait``."""
+"""Contract tests with the real ``helm`` binary: install/upgrade/rollback/uninstall with ``--wait``, ``--atomic``."""
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 
-from tests.kube.harness import FIXTURES, KubeServer
+import pytest
+from kubernetes import client, watch
 
-CHART = str(FIXTURES / "demo-chart")
+from tests.kube.kube_helpers import CHART, UNKNOWN_IMAGE, helm, kjson, live_pods, wait_running
 
-
-def _release_secrets(server: KubeServer, namespace: str) -> list[dict]:
-    return server.call(server.cluster.list, "v1", "Secret", namespace, "owner=helm")
+pytestmark = pytest.mark.slow
 
 
-def test_install_upgrade_rollback_uninstall(kube_server: KubeServer, namespace: str):
-    k = kube_server
-    started = time.monotonic()
-    out = k.helm("install", "demo", CHART, "-n", namespace, "--wait", "--timeout", "60s").stdout
+def _release_secrets(twin, namespace: str) -> list[dict]:
+    return kjson(twin, "-n", namespace, "get", "secrets", "-l", "owner=helm")["items"]
+
+
+def _deployment(twin, namespace: str, name: str) -> dict:
+    return kjson(twin, "-n", namespace, "get", "deploy", name)
+
+
+def test_install_upgrade_rollback_uninstall(twin, namespace):
+    k = twin
+    out = helm(k, "install", "demo", CHART, "-n", namespace, "--wait", "--timeout", "60s").stdout
     assert "STATUS: deployed" in out
-    assert time.monotonic() - started > 0.3  # --wait waited for the kubelet to make the Pod Ready
-    deployment = k.call(k.cluster.get, "apps/v1", "Deployment", namespace, "demo")
+    deployment = _deployment(k, namespace, "demo")
     assert deployment["status"]["readyReplicas"] == 1
     assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    pvc = k.call(k.cluster.get, "v1", "PersistentVolumeClaim", namespace, "demo-data")
-    assert pvc["status"]["phase"] == "Bound"
-    assert k.call(k.cluster.get, "v1", "Service", namespace, "demo")["spec"]["clusterIP"].startswith("10.43.")
-    secret = k.call(k.cluster.get, "v1", "Secret", namespace, "demo-secret")
+    assert deployment["metadata"]["annotations"]["meta.helm.sh/release-name"] == "demo"
+    # the PVC (WaitForFirstConsumer) is bound to a local-path volume on the node the Pod went to
+    pvc = kjson(k, "-n", namespace, "get", "pvc", "demo-data")
+    assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["storageClassName"] == "local-path"
+    (pod,) = live_pods(k, namespace, "app.kubernetes.io/instance=demo")
+    assert pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == pod["spec"]["nodeName"]
+    assert kjson(k, "-n", namespace, "get", "svc", "demo")["spec"]["clusterIP"].startswith("10.43.")
+    secret = kjson(k, "-n", namespace, "get", "secret", "demo-secret")
     assert base64.b64decode(secret["data"]["token"]) == b"s3cr3t-1"
 
-    # helm stores its release protobuf-encoded; the server must have decoded it into a proper Secret
     releases = _release_secrets(k, namespace)
     assert [s["metadata"]["name"] for s in releases] == ["sh.helm.release.v1.demo.v1"]
     assert releases[0]["type"] == "helm.sh/release.v1"
     assert releases[0]["metadata"]["labels"]["status"] == "deployed"
 
-    k.helm(
+    helm(
+        k,
         "upgrade",
         "demo",
         CHART,
@@ -52,61 +60,94 @@ def test_install_upgrade_rollback_uninstall(kube_server: KubeServer, namespace: 
         "--set",
         "message=bye",
     )
-    deployment = k.call(k.cluster.get, "apps/v1", "Deployment", namespace, "demo")
+    deployment = _deployment(k, namespace, "demo")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.io/library/nginx:1.28"
     assert deployment["status"]["readyReplicas"] == 2
     assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
-    config = k.call(k.cluster.get, "v1", "ConfigMap", namespace, "demo-config")
+    config = kjson(k, "-n", namespace, "get", "configmap", "demo-config")
     assert config["data"]["message"] == "bye"
-    secret = k.call(k.cluster.get, "v1", "Secret", namespace, "demo-secret")
+    secret = kjson(k, "-n", namespace, "get", "secret", "demo-secret")
     assert base64.b64decode(secret["data"]["token"]) == b"s3cr3t-2"  # stringData in a three-way patch
-    values = json.loads(k.helm("get", "values", "demo", "-n", namespace, "-o", "json").stdout)
+    values = json.loads(helm(k, "get", "values", "demo", "-n", namespace, "-o", "json").stdout)
     assert values == {"image": {"tag": "1.28"}, "message": "bye", "replicas": 2}
 
-    k.helm("rollback", "demo", "1", "-n", namespace, "--wait", "--timeout", "60s")
-    deployment = k.call(k.cluster.get, "apps/v1", "Deployment", namespace, "demo")
+    helm(k, "rollback", "demo", "1", "-n", namespace, "--wait", "--timeout", "60s")
+    deployment = _deployment(k, namespace, "demo")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.io/library/nginx:1.27"
     assert deployment["spec"]["replicas"] == 1
-    # the old ReplicaSet is reused for the old template and becomes revision 3
-    replicasets = k.call(k.cluster.list, "apps/v1", "ReplicaSet", namespace)
+    # the first ReplicaSet is reused for the old template and becomes revision 3
+    replicasets = kjson(k, "-n", namespace, "get", "rs")["items"]
     assert len(replicasets) == 2
     active = [rs for rs in replicasets if rs["spec"]["replicas"]]
     assert active[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
-    history = json.loads(k.helm("history", "demo", "-n", namespace, "-o", "json").stdout)
+    history = json.loads(helm(k, "history", "demo", "-n", namespace, "-o", "json").stdout)
     assert [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
     assert history[2]["description"] == "Rollback to 1"
-    listed = json.loads(k.helm("list", "-n", namespace, "-o", "json").stdout)
+    listed = json.loads(helm(k, "list", "-n", namespace, "-o", "json").stdout)
     assert [(r["name"], r["revision"], r["status"]) for r in listed] == [("demo", "3", "deployed")]
 
-    assert "uninstalled" in k.helm("uninstall", "demo", "-n", namespace, "--wait").stdout
-    k.wait_for(lambda: not k.cluster.list("v1", "Pod", namespace), what="pods gone after uninstall")
-    for kind in ("Deployment", "ReplicaSet"):
-        assert k.call(k.cluster.list, "apps/v1", kind, namespace) == []
-    for kind in ("Service", "ConfigMap", "PersistentVolumeClaim"):
-        names = [o["metadata"]["name"] for o in k.call(k.cluster.list, "v1", kind, namespace)]
-        assert [n for n in names if n.startswith("demo")] == []
+    assert "uninstalled" in helm(k, "uninstall", "demo", "-n", namespace, "--wait", "--timeout", "60s").stdout
+    k.wait_for(lambda: not live_pods(k, namespace, "app.kubernetes.io/instance=demo"), what="pods gone")
+    leftovers = kjson(k, "-n", namespace, "get", "deploy,rs,svc,configmap,pvc,secret", "-l", "app.kubernetes.io/name")
+    assert leftovers["items"] == []
     assert _release_secrets(k, namespace) == []
+    # the local-path volume is released and deleted with its claim (reclaim policy Delete)
+    volume = pvc["spec"]["volumeName"]
+    k.wait_for(lambda: k.kubectl("get", "pv", volume, check=False).returncode == 1, what=f"{volume} deleted")
 
 
-def test_recreate_strategy_stops_old_pods_first(kube_server: KubeServer, namespace: str):
-    k = kube_server
-    k.helm("install", "gpu", CHART, "-n", namespace, "--wait", "--set", "strategy=Recreate")
-    first = {p["metadata"]["name"] for p in k.call(k.cluster.list, "v1", "Pod", namespace)}
-    k.helm("upgrade", "gpu", CHART, "-n", namespace, "--wait", "--set", "strategy=Recreate", "--set", "image.tag=1.28")
-    pods = k.call(k.cluster.list, "v1", "Pod", namespace)
-    assert len(pods) == 1 and pods[0]["metadata"]["name"] not in first
-    calls = [c for c in k.kubelet.calls if c[1] in first or c[1] == pods[0]["metadata"]["name"]]
-    stop_old = next(t for event, name, t in calls if event == "stopped" and name in first)
-    start_new = next(t for event, name, t in calls if event == "start" and name == pods[0]["metadata"]["name"])
-    assert stop_old < start_new
-    assert k.kubelet.max_running[f"{namespace}/gpu"] == 1  # never two Pods at once (one GPU)
+def test_recreate_strategy_never_overlaps_old_and_new_pods(twin, namespace, api):
+    k = twin
+    helm(k, "install", "gpu", CHART, "-n", namespace, "--wait", "--timeout", "60s", "--set", "strategy=Recreate")
+    (old,) = live_pods(k, namespace, "app.kubernetes.io/instance=gpu")
+    start = client.CoreV1Api(api).list_namespaced_pod(namespace).metadata.resource_version
+
+    helm(
+        k,
+        "upgrade",
+        "gpu",
+        CHART,
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "60s",
+        "--set",
+        "strategy=Recreate",
+        "--set",
+        "image.tag=1.28",
+    )
+    (new,) = wait_running(k, namespace, "app.kubernetes.io/instance=gpu")
+    assert new["metadata"]["name"] != old["metadata"]["name"]
+
+    # every Pod event of the namespace since before the upgrade, in resourceVersion order (a watch replays them)
+    stream = watch.Watch().stream(
+        client.CoreV1Api(api).list_namespaced_pod, namespace, resource_version=start, timeout_seconds=2
+    )
+    events = [(e["type"], e["object"].metadata.name, bool(e["object"].metadata.deletion_timestamp)) for e in stream]
+
+    old_name, new_name = old["metadata"]["name"], new["metadata"]["name"]
+    old_gone = next(i for i, (t, n, _d) in enumerate(events) if t == "DELETED" and n == old_name)
+    new_created = next(i for i, (t, n, _d) in enumerate(events) if t == "ADDED" and n == new_name)
+    assert old_gone < new_created, events  # the old Pod's containers were stopped and the Pod removed first
+    alive: set[str] = set()
+    most = 0
+    for kind, name, _deleting in events:
+        if kind == "DELETED":
+            alive.discard(name)
+        else:
+            alive.add(name)
+        most = max(most, len(alive))
+    assert most == 1, events  # never two Pods of the release at once (one GPU)
 
 
-def test_atomic_upgrade_rolls_back_when_pods_never_get_ready(kube_server: KubeServer, namespace: str):
-    k = kube_server
-    k.helm("install", "app", CHART, "-n", namespace, "--wait")
-    proc = k.helm(
+def test_atomic_upgrade_rolls_back_when_pods_never_get_ready(twin, namespace):
+    k = twin
+    helm(k, "install", "app", CHART, "-n", namespace, "--wait", "--timeout", "60s")
+    repository, tag = UNKNOWN_IMAGE.rsplit(":", 1)
+    proc = helm(
+        k,
         "upgrade",
         "app",
         CHART,
@@ -115,16 +156,20 @@ def test_atomic_upgrade_rolls_back_when_pods_never_get_ready(kube_server: KubeSe
         "--atomic",
         "--wait",
         "--timeout",
-        "3s",
+        "5s",
         "--set",
-        "image.repository=crash",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
         check=False,
     )
     assert proc.returncode != 0
     assert "rolled back due to atomic being set" in proc.stderr
-    history = json.loads(k.helm("history", "app", "-n", namespace, "-o", "json").stdout)
+    history = json.loads(helm(k, "history", "app", "-n", namespace, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "failed", "deployed"]
-    image = k.call(k.cluster.get, "apps/v1", "Deployment", namespace, "app")["spec"]["template"]["spec"]["containers"][
-        0
-    ]["image"]
+    assert history[2]["description"] == "Rollback to 1"
+    image = _deployment(k, namespace, "app")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "docker.io/library/nginx:1.27"
+    # the Pod that could not pull its image is gone; the old one kept serving throughout
+    (pod,) = wait_running(k, namespace, "app.kubernetes.io/instance=app")
+    assert pod["spec"]["containers"][0]["image"] == "docker.io/library/nginx:1.27"

@@ -1,242 +1,225 @@
-"""The scheduler and the node lifecycle: selectors, affinity, taints, memory, capacity changes, NotReady."""
+"""The real kube-scheduler over the twin's nodes: selectors, taints and the GPU, cordons, memory, a node that grows.
+
+The last test reboots k3s-worker-02 with more memory (the twin of tests/kube is shared): keep it last.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 
-from kubernetes import client
+import pytest
+from kubernetes import client, watch
 
-from tests.kube.harness import KubeServer
+from tests.kube.kube_helpers import (
+    deployment,
+    events,
+    kjson,
+    live_pods,
+    node_ready,
+    proxmox,
+    unschedulable_message,
+    wait_running,
+)
+from tests.twin import Twin
 
+pytestmark = pytest.mark.slow
 
-def _deployment(name: str, memory: str = "1Gi", **pod_spec) -> dict:
-    spec = {
-        "containers": [
-            {
-                "name": "main",
-                "image": "ollama/ollama:0.5.7",
-                "resources": {"requests": {"memory": memory}, "limits": {"memory": memory}},
-            }
-        ]
-    }
-    spec.update(pod_spec)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
-        },
-    }
-
-
-def _pods(server: KubeServer, app: str) -> list[dict]:
-    return server.call(server.cluster.list, "v1", "Pod", "default", f"app={app}")
-
-
-def _pending_message(server: KubeServer, app: str) -> str:
-    def message():
-        pods = server.cluster.list("v1", "Pod", "default", f"app={app}")
-        for cond in (pods[0]["status"].get("conditions") or []) if pods else []:
-            if cond["type"] == "PodScheduled" and cond["status"] == "False":
-                return cond["message"]
-        return None
-
-    return server.wait_for(message, what=f"{app} unschedulable")
-
-
-def _events(server: KubeServer, name_prefix: str, reason: str) -> list[dict]:
-    events = server.call(server.cluster.list, "v1", "Event", "default")
-    return [e for e in events if e["reason"] == reason and e["involvedObject"]["name"].startswith(name_prefix)]
-
-
-def _apps(server: KubeServer) -> client.AppsV1Api:
-    return client.AppsV1Api(server.api_client())
-
-
-def test_node_selector_mismatch_stays_pending_with_failed_scheduling(fresh_server: KubeServer):
-    k = fresh_server
-    _apps(k).create_namespaced_deployment(
-        "default", _deployment("pinned", nodeSelector={"kubernetes.io/hostname": "k3s-worker-03"})
-    )
-    message = _pending_message(k, "pinned")
-    assert message.startswith("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.")
-    pod = _pods(k, "pinned")[0]
-    assert pod["status"]["phase"] == "Pending" and "nodeName" not in pod["spec"]
-    events = _events(k, "pinned-", "FailedScheduling")
-    assert events and events[0]["type"] == "Warning" and events[0]["source"]["component"] == "default-scheduler"
-    # kubectl shows it the way operators know it
-    out = k.kubectl("get", "events", "--field-selector", "reason=FailedScheduling").stdout
-    assert "didn't match Pod's node affinity/selector" in out
-
-    k.call(k.cluster.add_node, "k3s-worker-03", labels={}, taints=[], capacity={"cpu": "4", "memory": "8Gi"})
-    k.wait_for(
-        lambda: (
-            (p := k.cluster.list("v1", "Pod", "default", "app=pinned"))
-            and p[0]["spec"].get("nodeName") == "k3s-worker-03"
-            and p[0]["status"]["phase"] == "Running"
-        ),
-        what="pod scheduled to the new node",
-    )
-
-
-def test_insufficient_memory_until_the_node_grows(fresh_server: KubeServer):
-    k = fresh_server
-    _apps(k).create_namespaced_deployment(
-        "default", _deployment("ollama", memory="16Gi", nodeSelector={"kubernetes.io/hostname": "k3s-worker-02"})
-    )
-    message = _pending_message(k, "ollama")
-    assert "1 Insufficient memory" in message
-    assert "2 node(s) didn't match Pod's node affinity/selector" in message
-    assert "preemption: 0/3 nodes are available" in message
-    # the LXC grows to 20 GiB and the kubelet restarts: the node reports the new capacity
-    k.call(
-        k.cluster.set_node_capacity, "k3s-worker-02", {"cpu": "6", "memory": "20Gi"}, {"cpu": "6", "memory": "19712Mi"}
-    )
-    pod = k.wait_for(
-        lambda: (
-            (p := k.cluster.list("v1", "Pod", "default", "app=ollama"))
-            and p[0]["status"]["phase"] == "Running"
-            and p[0]
-        ),
-        what="ollama running",
-    )
-    assert pod["spec"]["nodeName"] == "k3s-worker-02"
-    node = json.loads(k.kubectl("get", "node", "k3s-worker-02", "-o", "json").stdout)
-    assert node["status"]["allocatable"]["memory"] == "19712Mi"
-
-
-def test_requests_of_running_pods_count(fresh_server: KubeServer):
-    k = fresh_server
-    apps = _apps(k)
-    apps.create_namespaced_deployment(
-        "default", _deployment("first", memory="6Gi", nodeSelector={"kubernetes.io/hostname": "k3s-worker-01"})
-    )
-    k.wait_for(
-        lambda: (p := k.cluster.list("v1", "Pod", "default", "app=first")) and p[0]["status"]["phase"] == "Running",
-        what="first running",
-    )
-    apps.create_namespaced_deployment(
-        "default", _deployment("second", memory="4Gi", nodeSelector={"kubernetes.io/hostname": "k3s-worker-01"})
-    )
-    assert "1 Insufficient memory" in _pending_message(k, "second")
-    apps.delete_namespaced_deployment("first", "default")
-    k.wait_for(
-        lambda: (
-            (p := k.cluster.list("v1", "Pod", "default", "app=second"))
-            and p[0]["spec"].get("nodeName") == "k3s-worker-01"
-        ),
-        what="second scheduled after first went away",
-    )
-
-
-def test_taints_tolerations_affinity_and_extended_resources(fresh_server: KubeServer):
-    k = fresh_server
-    k.call(
-        k.cluster.add_node,
-        "k3s-gpu-worker",
-        labels={"nvidia.com/gpu": "true"},
-        taints=[{"key": "gpu", "value": "true", "effect": "NoSchedule"}],
-        capacity={"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
-    )
-    apps = _apps(k)
-    gpu_limits = {"limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}}
-    affinity = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}]
-            }
+GPU_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}]
         }
     }
-    untolerated = _deployment("vllm-a", affinity=affinity, runtimeClassName="nvidia")
-    untolerated["spec"]["template"]["spec"]["containers"][0]["resources"] = gpu_limits
-    apps.create_namespaced_deployment("default", untolerated)
-    message = _pending_message(k, "vllm-a")
+}
+
+
+def _create(api, namespace: str, manifest: dict) -> None:
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, manifest)
+
+
+def _gpu_deployment(name: str, **pod_spec) -> dict:
+    manifest = deployment(name, strategy="Recreate", affinity=GPU_AFFINITY, runtimeClassName="nvidia", **pod_spec)
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}
+    }
+    return manifest
+
+
+def _mib(quantity: str) -> int:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(int(quantity[: -len(suffix)]) * factor)
+    return int(quantity) // 2**20
+
+
+def test_node_selector_mismatch_stays_pending_with_failed_scheduling(twin: Twin, api, namespace):
+    label = "contract-test/pin"
+    _create(api, namespace, deployment("pinned", nodeSelector={label: namespace}))
+    message = unschedulable_message(twin, namespace, "app=pinned")
+    assert message.startswith("0/4 nodes are available:")
+    assert "3 node(s) didn't match Pod's node affinity/selector" in message
+    assert "1 node(s) had untolerated taint {gpu: true}" in message  # the GPU node fails on its taint first
+    (pod,) = live_pods(twin, namespace, "app=pinned")
+    assert pod["status"]["phase"] == "Pending" and "nodeName" not in pod["spec"]
+
+    failed = twin.wait_for(lambda: events(twin, namespace, "FailedScheduling"), what="FailedScheduling event")
+    assert failed[0]["type"] == "Warning"
+    assert failed[0]["involvedObject"]["name"] == pod["metadata"]["name"]
+    assert "default-scheduler" in (failed[0].get("reportingComponent"), failed[0]["source"].get("component"))
+    out = twin.kubectl("-n", namespace, "get", "events", "--field-selector", "reason=FailedScheduling").stdout
+    assert "didn't match Pod's node affinity/selector" in out
+
+    # a node that gets the label takes the Pod (the scheduler retries when nodes change)
+    twin.kubectl("label", "node", "k3s-worker-01", f"{label}={namespace}")
+    try:
+        (pod,) = wait_running(twin, namespace, "app=pinned")
+        assert pod["spec"]["nodeName"] == "k3s-worker-01"
+    finally:
+        twin.kubectl("label", "node", "k3s-worker-01", f"{label}-")
+
+
+def test_taints_tolerations_and_the_gpu_extended_resource(twin: Twin, api, namespace):
+    _create(api, namespace, _gpu_deployment("vllm-a"))
+    message = unschedulable_message(twin, namespace, "app=vllm-a")
     assert "1 node(s) had untolerated taint {gpu: true}" in message
     assert "3 node(s) didn't match Pod's node affinity/selector" in message
 
-    tolerated = _deployment(
-        "vllm-b",
-        affinity=affinity,
-        runtimeClassName="nvidia",
-        tolerations=[{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
-    )
-    tolerated["spec"]["template"]["spec"]["containers"][0]["resources"] = gpu_limits
-    apps.create_namespaced_deployment("default", tolerated)
-    pod = k.wait_for(
-        lambda: (
-            (p := k.cluster.list("v1", "Pod", "default", "app=vllm-b"))
-            and p[0]["status"]["phase"] == "Running"
-            and p[0]
-        ),
-        what="vllm-b running on the GPU node",
-    )
+    toleration = {"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    _create(api, namespace, _gpu_deployment("vllm-b", tolerations=[toleration]))
+    (pod,) = wait_running(twin, namespace, "app=vllm-b")
     assert pod["spec"]["nodeName"] == "k3s-gpu-worker"
+    # requests default to the limits; the extended resource is counted by the scheduler
     assert pod["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["runtimeClassName"] == "nvidia"
 
-    second = _deployment("vllm-c", affinity=affinity, tolerations=[{"key": "gpu", "operator": "Exists"}])
-    second["spec"]["template"]["spec"]["containers"][0]["resources"] = gpu_limits
-    apps.create_namespaced_deployment("default", second)
-    assert "1 Insufficient nvidia.com/gpu" in _pending_message(k, "vllm-c")
+    _create(api, namespace, _gpu_deployment("vllm-c", tolerations=[{"key": "gpu", "operator": "Exists"}]))
+    message = unschedulable_message(twin, namespace, "app=vllm-c")
+    assert "1 Insufficient nvidia.com/gpu" in message
+    assert "3 node(s) didn't match Pod's node affinity/selector" in message
 
-
-def test_cordoned_node_is_unschedulable(fresh_server: KubeServer):
-    k = fresh_server
-    k.kubectl("cordon", "k3s-worker-02")
-    _apps(k).create_namespaced_deployment(
-        "default", _deployment("cordoned", nodeSelector={"kubernetes.io/hostname": "k3s-worker-02"})
-    )
-    message = _pending_message(k, "cordoned")
-    assert "1 node(s) were unschedulable" in message
-    k.kubectl("uncordon", "k3s-worker-02")
-    k.wait_for(
-        lambda: (p := k.cluster.list("v1", "Pod", "default", "app=cordoned")) and p[0]["status"]["phase"] == "Running",
-        what="scheduled after uncordon",
-    )
+    # once the GPU is free again, the waiting Pod gets it
+    client.AppsV1Api(api).delete_namespaced_deployment("vllm-b", namespace)
+    (pod,) = wait_running(twin, namespace, "app=vllm-c")
+    assert pod["spec"]["nodeName"] == "k3s-gpu-worker"
+    node = kjson(twin, "get", "node", "k3s-gpu-worker")
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
 
 
-def test_node_not_ready_stops_pods_and_ready_starts_them_again(fresh_server: KubeServer):
-    k = fresh_server
-    _apps(k).create_namespaced_deployment(
-        "default", _deployment("worker", nodeSelector={"kubernetes.io/hostname": "k3s-worker-02"})
-    )
-    pod = k.wait_for(
-        lambda: (
-            (p := k.cluster.list("v1", "Pod", "default", "app=worker"))
-            and p[0]["status"]["phase"] == "Running"
-            and p[0]
-        ),
-        what="worker running",
-    )
-    name = pod["metadata"]["name"]
-    k.call(k.cluster.set_node_ready, "k3s-worker-02", False)
-    assert ("stop", name) in [(e, n) for e, n, _t in k.kubelet.calls]
-    pod = k.call(k.cluster.get, "v1", "Pod", "default", name)
-    ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False"
-    assert pod["spec"]["nodeName"] == "k3s-worker-02"  # not evicted
-    deployment = k.wait_for(
-        lambda: (
-            (d := k.cluster.get("apps/v1", "Deployment", "default", "worker"))["status"].get("unavailableReplicas") == 1
-            and d
-        ),
-        what="deployment unavailable",
-    )
-    assert {c["type"]: c["status"] for c in deployment["status"]["conditions"]}["Available"] == "False"
-    node = json.loads(k.kubectl("get", "node", "k3s-worker-02", "-o", "json").stdout)
-    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "Unknown"
-    assert "NotReady" in k.kubectl("get", "node", "k3s-worker-02").stdout
+def test_cordoned_node_is_unschedulable(twin: Twin, api, namespace):
+    node = "k3s-worker-02"
+    twin.kubectl("cordon", node)
+    try:
+        taints = kjson(twin, "get", "node", node)["spec"]["taints"]
+        assert {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"} in [
+            {k: t[k] for k in ("key", "effect")} for t in taints
+        ]
+        _create(api, namespace, deployment("cordoned", nodeSelector={"kubernetes.io/hostname": node}))
+        message = unschedulable_message(twin, namespace, "app=cordoned")
+        assert "1 node(s) were unschedulable" in message
+        assert "1 node(s) had untolerated taint {gpu: true}" in message
+        assert "2 node(s) didn't match Pod's node affinity/selector" in message
+    finally:
+        twin.kubectl("uncordon", node)
+    (pod,) = wait_running(twin, namespace, "app=cordoned")
+    assert pod["spec"]["nodeName"] == node
 
-    starts_before = sum(1 for e, n, _t in k.kubelet.calls if e == "start" and n == name)
-    k.call(k.cluster.set_node_ready, "k3s-worker-02", True)
-    k.wait_for(
-        lambda: (
-            (p := k.cluster.get("v1", "Pod", "default", name))
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])
-        ),
-        what="pod ready again",
+
+def test_requests_of_running_pods_count(twin: Twin, api, namespace):
+    node = {"kubernetes.io/hostname": "k3s-worker-01"}
+    _create(api, namespace, deployment("first", memory="6Gi", nodeSelector=node))
+    wait_running(twin, namespace, "app=first")
+    _create(api, namespace, deployment("second", memory="4Gi", nodeSelector=node))
+    assert "1 Insufficient memory" in unschedulable_message(twin, namespace, "app=second")
+    client.AppsV1Api(api).delete_namespaced_deployment("first", namespace)
+    (pod,) = wait_running(twin, namespace, "app=second")
+    assert pod["spec"]["nodeName"] == "k3s-worker-01"
+
+
+def test_a_pod_deleted_while_its_node_is_down_stays_terminating(twin: Twin, api, namespace):
+    # What a drain of a node that is already down, or a Recreate Deployment (no new Pod while the old one is
+    # there), runs into on k3s: the Pod object waits for its kubelet.
+    name, vmid = "k3s-worker-01", 102
+    manifest = deployment("stranded", strategy="Recreate", nodeSelector={"kubernetes.io/hostname": name})
+    _create(api, namespace, manifest)
+    (pod,) = wait_running(twin, namespace, "app=stranded")
+    pve = proxmox(twin)
+
+    def power(action: str) -> None:
+        upid = getattr(pve.nodes("pve").lxc(vmid).status, action).post()
+        twin.wait_for(lambda: pve.nodes("pve").tasks(upid).status.get()["status"] == "stopped", what=action)
+
+    power("stop")
+    try:
+        twin.wait_for(lambda: node_ready(kjson(twin, "get", "node", name)) != "True", what=f"{name} NotReady")
+        twin.kubectl("-n", namespace, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+        time.sleep(3)
+        pods = kjson(twin, "-n", namespace, "get", "pods", "-l", "app=stranded")["items"]
+        assert [p["metadata"]["name"] for p in pods] == [pod["metadata"]["name"]], "the Pod must wait for its kubelet"
+        assert pods[0]["metadata"]["deletionTimestamp"]
+        assert "Terminating" in twin.kubectl("-n", namespace, "get", "pods").stdout
+    finally:
+        power("start")
+    twin.wait_for(lambda: node_ready(kjson(twin, "get", "node", name)) == "True", what=f"{name} Ready")
+    # the kubelet, back, finishes the deletion; only then does Recreate start the new Pod
+    (new,) = wait_running(twin, namespace, "app=stranded")
+    assert new["metadata"]["name"] != pod["metadata"]["name"]
+
+
+def test_insufficient_memory_until_the_node_grows(twin: Twin, api, namespace):
+    """Story 12-10: the kubelet reads the LXC's memory when it starts; resize, reboot, and the Pod fits."""
+    name, vmid = "k3s-worker-02", 103
+    core = client.CoreV1Api(api)
+    pve = proxmox(twin)
+    lxc_mib = int(pve.nodes("pve").lxc(vmid).config.get()["memory"])
+    allocatable_mib = _mib(kjson(twin, "get", "node", name)["status"]["allocatable"]["memory"])
+    assert allocatable_mib == lxc_mib - 256  # the kubelet keeps 256 MiB back
+
+    wanted_mib = allocatable_mib + 2048
+    manifest = deployment(
+        "ollama", memory=f"{wanted_mib}Mi", strategy="Recreate", nodeSelector={"kubernetes.io/hostname": name}
     )
-    assert sum(1 for e, n, _t in k.kubelet.calls if e == "start" and n == name) == starts_before + 1
+    _create(api, namespace, manifest)
+    message = unschedulable_message(twin, namespace, "app=ollama")
+    assert "1 Insufficient memory" in message
+    assert "2 node(s) didn't match Pod's node affinity/selector" in message
+    assert "preemption: 0/4 nodes are available" in message
+
+    # the LXC grows at once, but the node's capacity is what its kubelet read at start
+    pve.nodes("pve").lxc(vmid).config.put(memory=lxc_mib + 4096)
+    assert _mib(kjson(twin, "get", "node", name)["status"]["allocatable"]["memory"]) == allocatable_mib
+    assert live_pods(twin, namespace, "app=ollama")[0]["spec"].get("nodeName") is None
+
+    since = core.list_node(field_selector=f"metadata.name={name}").metadata.resource_version
+    upid = pve.nodes("pve").lxc(vmid).status.reboot.post()
+    task = twin.wait_for(
+        lambda: (t := pve.nodes("pve").tasks(upid).status.get())["status"] == "stopped" and t, what="reboot task"
+    )
+    assert task["exitstatus"] == "OK"
+
+    def grown():
+        node = kjson(twin, "get", "node", name)
+        return (
+            node
+            if node_ready(node) == "True" and _mib(node["status"]["allocatable"]["memory"]) > allocatable_mib
+            else None
+        )
+
+    node = twin.wait_for(grown, timeout=60, what=f"{name} Ready with the new memory")
+    assert _mib(node["status"]["allocatable"]["memory"]) == lxc_mib + 4096 - 256
+    assert _mib(node["status"]["capacity"]["memory"]) == lxc_mib + 4096
+    # on its way the node went NotReady (the kubelet stopped with its machine)
+    readiness = [
+        next(c.status for c in e["object"].status.conditions if c.type == "Ready")
+        for e in watch.Watch().stream(
+            core.list_node, field_selector=f"metadata.name={name}", resource_version=since, timeout_seconds=1
+        )
+    ]
+    assert "False" in readiness and readiness[-1] == "True", readiness
+
+    (pod,) = wait_running(twin, namespace, "app=ollama")
+    assert pod["spec"]["nodeName"] == name
+    assert json.dumps(pod["spec"]["containers"][0]["resources"]["requests"]) == json.dumps(
+        {"memory": f"{wanted_mib}Mi"}
+    )
