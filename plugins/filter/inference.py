@@ -17,6 +17,7 @@ qwen2.5:14b (9 GB) -> 16Gi limit, 4Gi request, 20 GB LXC (story 12.8).
 from __future__ import annotations
 
 import math
+import re
 
 from ansible.errors import AnsibleFilterError
 
@@ -31,6 +32,7 @@ short_description: Model tag and sizing filters for the inference tier
 description:
   - C(ollama_tag) normalises an Ollama model name (C(phi4-mini) -> C(phi4-mini:latest)).
   - C(model_requirements) returns the memory a model needs from its catalog entry or its size on disk.
+  - C(model_name_problem) says why a name is not a valid Ollama model name or Hugging Face model id (or "").
   - C(registry_manifest_path) gives the Ollama registry v2 manifest path of a model tag.
   - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
 """
@@ -48,6 +50,54 @@ def ollama_tag(name):
         raise AnsibleFilterError("ollama_tag: empty model name; pass e.g. model=qwen2.5:14b")
     last = name.rsplit("/", 1)[-1]
     return name if ":" in last else f"{name}:latest"
+
+
+# Ollama's model name grammar (ollama/ollama types/model/name.go): [host/][namespace/]model[:tag], each part
+# starting with a letter, digit or underscore, then letters, digits, "_", "-" or "." (no "." in a namespace; ":"
+# only in the host), at most 80 characters (350 for the host).
+_OLLAMA_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
+_OLLAMA_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
+_OLLAMA_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
+# Hugging Face repository ids (what vLLM's --model takes): [owner/]name, letters, digits, "-", "_", ".", at most
+# 96 characters each, no "--" or ".." (huggingface_hub validate_repo_id)
+_HF_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+def model_name_problem(name, runtime="ollama"):
+    """Why ``name`` is not a valid model name for ``runtime`` (``ollama`` or ``vllm``), or ``""`` when it is.
+
+    Checked before any request is made with the name, so a malformed name never reaches a URL or a shell.
+    """
+    name = str(name if name is not None else "")
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    if not name.strip():
+        return "the model name is empty"
+    if runtime == "vllm":
+        parts = name.split("/")
+        if len(parts) > 2 or not all(_HF_PART.fullmatch(p) for p in parts) or "--" in name or ".." in name:
+            return (
+                f"{shown!r} is not a Hugging Face model id: use owner/name with letters, digits, '-', '_' and '.' "
+                "(e.g. Qwen/Qwen3-8B-AWQ)"
+            )
+        return ""
+    base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    parts = base.split("/")
+    if len(parts) > 3:
+        return f"{shown!r} is not an Ollama model name: at most host/namespace/model:tag"
+    checks = [(parts[-1], _OLLAMA_PART, "model")]
+    if len(parts) >= 2:
+        checks.append((parts[-2], _OLLAMA_NAMESPACE, "namespace"))
+    if len(parts) == 3:
+        checks.append((parts[0], _OLLAMA_HOST, "host"))
+    if tag or name.endswith(":"):
+        checks.append((tag, _OLLAMA_PART, "tag"))
+    for value, pattern, what in checks:
+        if not pattern.fullmatch(value):
+            return (
+                f"{shown!r} is not an Ollama model name: the {what} {value!r} must start with a letter, digit or "
+                "'_' and hold only letters, digits, '_', '-' and '.' (at most 80 characters), e.g. qwen2.5:14b"
+            )
+    return ""
 
 
 def registry_manifest_path(name):
@@ -135,6 +185,7 @@ class FilterModule:
     def filters(self):
         return {
             "ollama_tag": ollama_tag,
+            "model_name_problem": model_name_problem,
             "registry_manifest_path": registry_manifest_path,
             "model_requirements": model_requirements,
             "quantity_mib": quantity_mib,

@@ -2,7 +2,7 @@
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from inference import model_requirements, ollama_tag, registry_manifest_path
+from inference import model_name_problem, model_requirements, ollama_tag, registry_manifest_path
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,42 @@ def test_quantity_mib_reads_kubelet_memory():
     assert quantity_mib("16Gi") == 16384.0
     with pytest.raises(AnsibleFilterError, match="not a Kubernetes quantity"):
         quantity_mib("lots")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "phi4-mini",
+        "qwen2.5:14b",
+        "library/qwen2.5:14b",
+        "registry.ollama.ai/library/llama3.2:1b",
+        "hf.co/bartowski/model:Q4_K_M",
+    ],
+)
+def test_valid_ollama_names_pass(name):
+    assert model_name_problem(name, "ollama") == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [
+        ("qwen2.5:14b; rm -rf /", "model ''"),
+        ("qwen2.5:14b;rm", "tag '14b;rm'"),
+        ("../etc/passwd", "host '..'"),
+        ("hf.co_x/m:1", "namespace 'hf.co_x'"),
+        ("qwen2.5:", "tag"),
+        ("-phi4", "model"),
+        ("a/b/c/d", "at most"),
+        ("x" * 81, "model"),
+    ],
+)
+def test_malformed_ollama_names_are_refused_naming_the_part(name, part):
+    problem = model_name_problem(name, "ollama")
+    assert "not an Ollama model name" in problem and part in problem
+
+
+def test_empty_name_and_vllm_ids():
+    assert model_name_problem("", "ollama") == "the model name is empty"
+    assert model_name_problem("Qwen/Qwen3-8B-AWQ", "vllm") == ""
+    assert "Hugging Face" in model_name_problem("Qwen/Qwen3 8B; ls", "vllm")
+    assert "Hugging Face" in model_name_problem("a/b/c", "vllm")

@@ -1,0 +1,253 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: home-lab inference project
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, annotations, division, print_function
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.inference_run import (
+    HAS_KUBERNETES,
+    RunLock,
+    RunLockError,
+    holder_identity,
+    micro_time,
+    now,
+)
+
+DOCUMENTATION = r"""
+module: inference_run
+short_description: Hold the inference tier's lock (a Kubernetes Lease) and keep the run record in the cluster
+description:
+  - Makes runs of the inference playbooks exclusive and recorded. The lock is a C(coordination.k8s.io/v1) Lease
+    O(name) in O(namespace); the run record is the Secret C(<name>-record) next to it (JSON under C(record.json)).
+  - O(state=acquired) takes the lock for this run. Another run's Lease that is not expired refuses it, naming the
+    holder (C(user@host pid N run ID)) and since when. A Lease not renewed for its O(duration), or whose holder
+    process is gone from this host (a killed controller), is taken over with a warning. Updates carry the
+    Lease's C(resourceVersion): of two runs racing for the lock, one gets it and the other is refused.
+    Returns RV(unfinished), the record of another run that stopped while C(running), so the caller can restore
+    what it recorded.
+  - O(state=recorded) renews the lock and writes the record with O(step), O(status) and O(data) merged in. Write it
+    before the first change, with the recorded previous state in O(data), and at every step after.
+  - O(state=released) writes the final O(status) (when given) and deletes the Lease if this run holds it.
+  - In check mode O(state=acquired) only checks that the lock is free (it fails like a real run would) and the other
+    states change nothing.
+version_added: "0.1.0"
+author: home-lab inference project
+options:
+  kubeconfig:
+    description:
+      - Path to the kubeconfig; the C(KUBECONFIG) environment variable or C(~/.kube/config) when not set.
+    type: path
+  context:
+    description:
+      - Context of the kubeconfig to use; its current context when not set.
+    type: str
+  namespace:
+    description:
+      - Namespace of the Lease and the record; created when absent.
+    type: str
+    default: ml
+  name:
+    description:
+      - Name of the Lease; the record is the Secret C(<name>-record).
+    type: str
+    default: inference-run
+  run_id:
+    description:
+      - Identifier of this run (the report's run id); part of the holder identity.
+    type: str
+    required: true
+  duration:
+    description:
+      - Seconds the lock stays valid without a renewal (C(leaseDurationSeconds)). Longer than the longest step
+        between two O(state=recorded) calls.
+    type: int
+    default: 1800
+  state:
+    description:
+      - C(acquired), C(recorded) or C(released) (see the description).
+    type: str
+    choices: [acquired, recorded, released]
+    default: acquired
+  step:
+    description:
+      - With O(state=recorded), the step the run has reached (C(capacity), C(deploy), ...).
+    type: str
+  status:
+    description:
+      - The run's status to record. C(running) while it changes things; then C(succeeded), C(rolled back),
+        C(rollback incomplete) or C(restored).
+    type: str
+    choices: [running, succeeded, rolled back, rollback incomplete, restored, failed]
+  data:
+    description:
+      - Keys merged into the record (for example C(kind), C(tier), C(model), C(snapshot), C(plan)).
+    type: dict
+    default: {}
+  labels:
+    description:
+      - Labels of the record Secret.
+    type: dict
+    default: {app.kubernetes.io/part-of: home-lab}
+requirements:
+  - kubernetes >= 24 (Python library) on the host that runs the module
+notes:
+  - Upstream API followed: Lease C(coordination.k8s.io/v1) (C(holderIdentity), C(acquireTime), C(renewTime),
+    C(leaseDurationSeconds), C(leaseTransitions)) and Secret C(v1).
+"""
+
+EXAMPLES = r"""
+- name: Take the lock before any change
+  inference_run:
+    kubeconfig: "{{ inference_kubeconfig }}"
+    run_id: "{{ inference_run_id }}"
+    duration: 1800
+  register: inference_run_lock
+
+- name: Record the previous state and the step, before the first change
+  inference_run:
+    kubeconfig: "{{ inference_kubeconfig }}"
+    run_id: "{{ inference_run_id }}"
+    state: recorded
+    step: capacity
+    status: running
+    data:
+      kind: upgrade
+      tier: ollama
+      model: qwen2.5:14b
+      snapshot: "{{ inference_snapshot_data }}"
+
+- name: Release the lock with the outcome
+  inference_run:
+    kubeconfig: "{{ inference_kubeconfig }}"
+    run_id: "{{ inference_run_id }}"
+    state: released
+    status: succeeded
+"""
+
+RETURN = r"""
+lease:
+  description: The Lease after the call (empty after a release).
+  returned: always
+  type: dict
+  sample:
+    holder: ops@ctl pid 4242 run 20261130T101500Z-upgrade-ollama-qwen2.5_14b
+    acquired: "2026-11-30T10:15:00.000000Z"
+    renewed: "2026-11-30T10:17:12.000000Z"
+    duration: 1800
+    age: 0.2
+    expired: false
+holder:
+  description: This run's holder identity.
+  returned: always
+  type: str
+record:
+  description: The run record after the call (C(run_id), C(holder), C(step), C(status), C(updated) and O(data)).
+  returned: always
+  type: dict
+unfinished:
+  description: With O(state=acquired), the record of another run that stopped while C(running) (else null).
+  returned: always
+  type: dict
+taken_over:
+  description: The warning given when another run's expired Lease was taken over (else null).
+  returned: always
+  type: str
+"""
+
+
+def module_args() -> dict:
+    return dict(
+        kubeconfig=dict(type="path"),
+        context=dict(type="str"),
+        namespace=dict(type="str", default="ml"),
+        name=dict(type="str", default="inference-run"),
+        run_id=dict(type="str", required=True),
+        duration=dict(type="int", default=1800),
+        state=dict(type="str", choices=["acquired", "recorded", "released"], default="acquired"),
+        step=dict(type="str"),
+        status=dict(
+            type="str", choices=["running", "succeeded", "rolled back", "rollback incomplete", "restored", "failed"]
+        ),
+        data=dict(type="dict", default={}),
+        labels=dict(type="dict", default={"app.kubernetes.io/part-of": "home-lab"}),
+    )
+
+
+class InferenceRun:
+    """One call of the module: take, record or release."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        p = module.params
+        self.holder = holder_identity(p["run_id"])
+        self.lock = RunLock(p["kubeconfig"], p["context"], p["namespace"], p["name"])
+
+    def run(self) -> dict:
+        p = self.module.params
+        result = {"changed": False, "holder": self.holder, "lease": {}, "record": {}, "unfinished": None}
+        result["taken_over"] = None
+        try:
+            record = self.lock.read_record() or {}
+            if p["state"] == "acquired":
+                if record.get("status") == "running" and record.get("run_id") != p["run_id"]:
+                    result["unfinished"] = record
+                if self.module.check_mode:
+                    lease = self.lock.read_lease()
+                    info = self.lock.describe(lease) if lease is not None else {}
+                    if info and info["holder"] != self.holder and not info["expired"]:
+                        self.lock.refuse(lease)
+                    result.update(lease=info, record=record)
+                    return result
+                result["lease"], result["taken_over"] = self.lock.acquire(self.holder, p["duration"])
+                result["changed"] = True
+                result["record"] = record
+                if result["taken_over"]:
+                    self.module.warn(result["taken_over"])
+            elif p["state"] == "recorded":
+                if self.module.check_mode:
+                    result["record"] = record
+                    return result
+                result["lease"] = self.lock.renew(self.holder, p["duration"])
+                result["record"] = self._write(record)
+                result["changed"] = True
+            else:
+                if self.module.check_mode:
+                    result["record"] = record
+                    return result
+                if p["status"] and record.get("run_id") == p["run_id"]:
+                    result["record"] = self._write(record)
+                else:
+                    result["record"] = record
+                result["changed"] = self.lock.release(self.holder)
+        except RunLockError as exc:
+            self.module.fail_json(msg=str(exc), **result)
+        finally:
+            self.lock.close()
+        return result
+
+    def _write(self, record: dict) -> dict:
+        p = self.module.params
+        if record.get("run_id") != p["run_id"]:
+            record = {"run_id": p["run_id"], "started": micro_time(now())}
+        record.update(p["data"])
+        record["holder"] = self.holder
+        record["updated"] = micro_time(now())
+        if p["step"]:
+            record["step"] = p["step"]
+        if p["status"]:
+            record["status"] = p["status"]
+        self.lock.write_record(record, p["labels"])
+        return record
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"))
+    module.exit_json(**InferenceRun(module).run())
+
+
+if __name__ == "__main__":
+    main()
