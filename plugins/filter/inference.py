@@ -33,6 +33,7 @@ description:
   - C(ollama_tag) normalises an Ollama model name (C(phi4-mini) -> C(phi4-mini:latest)).
   - C(model_requirements) returns the memory a model needs from its catalog entry or its size on disk.
   - C(model_name_problem) says why a name is not a valid Ollama model name or Hugging Face model id (or "").
+  - C(litellm_routes) maps each alias of a LiteLLM config to the model it routes to.
   - C(registry_manifest_path) gives the Ollama registry v2 manifest path of a model tag.
   - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
 """
@@ -98,6 +99,26 @@ def model_name_problem(name, runtime="ollama"):
                 "'_' and hold only letters, digits, '_', '-' and '.' (at most 80 characters), e.g. qwen2.5:14b"
             )
     return ""
+
+
+def litellm_routes(config_yaml):
+    """``{alias: model}`` of a LiteLLM proxy config (``model_list[].model_name`` -> ``litellm_params.model``).
+
+    The provider prefix is dropped (``ollama_chat/phi4-mini:latest`` -> ``phi4-mini:latest``,
+    ``openai/Qwen/Qwen3-8B-AWQ`` -> ``Qwen/Qwen3-8B-AWQ``). An empty or unparsable config gives ``{}``.
+    """
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_yaml or "") or {}
+    except yaml.YAMLError:
+        return {}
+    routes = {}
+    for entry in config.get("model_list") or []:
+        model = str((entry.get("litellm_params") or {}).get("model") or "")
+        provider, _, rest = model.partition("/")
+        routes[entry.get("model_name")] = rest if provider in ("ollama_chat", "ollama", "openai") and rest else model
+    return routes
 
 
 def registry_manifest_path(name):
@@ -186,6 +207,7 @@ class FilterModule:
         return {
             "ollama_tag": ollama_tag,
             "model_name_problem": model_name_problem,
+            "litellm_routes": litellm_routes,
             "registry_manifest_path": registry_manifest_path,
             "model_requirements": model_requirements,
             "quantity_mib": quantity_mib,

@@ -24,7 +24,7 @@ description:
   - O(state=acquired) takes the lock for this run. Another run's Lease that is not expired refuses it, naming the
     holder (C(user@host pid N run ID)) and since when. A Lease not renewed for its O(duration), or whose holder
     process is gone from this host (a killed controller), is taken over with a warning. Updates carry the
-    Lease's C(resourceVersion): of two runs racing for the lock, one gets it and the other is refused.
+    Lease's C(resourceVersion), so of two runs racing for the lock one gets it and the other is refused.
     Returns RV(unfinished), the record of another run that stopped while C(running), so the caller can restore
     what it recorded.
   - O(state=recorded) renews the lock and writes the record with O(step), O(status) and O(data) merged in. Write it
@@ -93,7 +93,7 @@ options:
 requirements:
   - kubernetes >= 24 (Python library) on the host that runs the module
 notes:
-  - Upstream API followed: Lease C(coordination.k8s.io/v1) (C(holderIdentity), C(acquireTime), C(renewTime),
+  - Follows the upstream API of Lease C(coordination.k8s.io/v1) (C(holderIdentity), C(acquireTime), C(renewTime),
     C(leaseDurationSeconds), C(leaseTransitions)) and Secret C(v1).
 """
 

@@ -138,8 +138,9 @@ def test_requests_of_running_pods_count(twin: Twin, api, namespace):
 
 
 def test_a_pod_deleted_while_its_node_is_down_stays_terminating(twin: Twin, api, namespace):
-    # What a drain of a node that is already down, or a Recreate Deployment (no new Pod while the old one is
-    # there), runs into on k3s: the Pod object waits for its kubelet.
+    # What a drain of a node that is already down runs into on k3s: the Pod object waits for its kubelet. Its
+    # ReplicaSet does not count a terminating Pod, so it creates a replacement at once, which cannot be scheduled
+    # while the only node it may run on is down.
     name, vmid = "k3s-worker-01", 102
     manifest = deployment("stranded", strategy="Recreate", nodeSelector={"kubernetes.io/hostname": name})
     _create(api, namespace, manifest)
@@ -150,21 +151,30 @@ def test_a_pod_deleted_while_its_node_is_down_stays_terminating(twin: Twin, api,
         upid = getattr(pve.nodes("pve").lxc(vmid).status, action).post()
         twin.wait_for(lambda: pve.nodes("pve").tasks(upid).status.get()["status"] == "stopped", what=action)
 
+    old = pod["metadata"]["name"]
     power("stop")
     try:
         twin.wait_for(lambda: node_ready(kjson(twin, "get", "node", name)) != "True", what=f"{name} NotReady")
-        twin.kubectl("-n", namespace, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+        twin.kubectl("-n", namespace, "delete", "pod", old, "--wait=false")
         time.sleep(3)
-        pods = kjson(twin, "-n", namespace, "get", "pods", "-l", "app=stranded")["items"]
-        assert [p["metadata"]["name"] for p in pods] == [pod["metadata"]["name"]], "the Pod must wait for its kubelet"
-        assert pods[0]["metadata"]["deletionTimestamp"]
+        pods = {
+            p["metadata"]["name"]: p for p in kjson(twin, "-n", namespace, "get", "pods", "-l", "app=stranded")["items"]
+        }
+        assert old in pods, "the Pod must wait for its kubelet"
+        assert pods[old]["metadata"]["deletionTimestamp"]
         assert "Terminating" in twin.kubectl("-n", namespace, "get", "pods").stdout
+        replacements = [p for n, p in pods.items() if n != old]
+        assert all(p["status"].get("phase") == "Pending" for p in replacements), "nothing runs on a node that is down"
     finally:
         power("start")
     twin.wait_for(lambda: node_ready(kjson(twin, "get", "node", name)) == "True", what=f"{name} Ready")
-    # the kubelet, back, finishes the deletion; only then does Recreate start the new Pod
+    # the kubelet, back, finishes the deletion; the replacement runs
     (new,) = wait_running(twin, namespace, "app=stranded")
-    assert new["metadata"]["name"] != pod["metadata"]["name"]
+    assert new["metadata"]["name"] != old
+    twin.wait_for(
+        lambda: old not in [p["metadata"]["name"] for p in kjson(twin, "-n", namespace, "get", "pods")["items"]],
+        what="the old Pod to be gone",
+    )
 
 
 def test_insufficient_memory_until_the_node_grows(twin: Twin, api, namespace):

@@ -2,7 +2,7 @@
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from inference import model_name_problem, model_requirements, ollama_tag, registry_manifest_path
+from inference import litellm_routes, model_name_problem, model_requirements, ollama_tag, registry_manifest_path
 
 
 @pytest.mark.parametrize(
@@ -117,3 +117,15 @@ def test_empty_name_and_vllm_ids():
     assert model_name_problem("Qwen/Qwen3-8B-AWQ", "vllm") == ""
     assert "Hugging Face" in model_name_problem("Qwen/Qwen3 8B; ls", "vllm")
     assert "Hugging Face" in model_name_problem("a/b/c", "vllm")
+
+
+def test_litellm_routes_map_aliases_to_models_without_the_provider():
+    config = """
+model_list:
+  - model_name: ollama-qwen
+    litellm_params: {model: ollama_chat/phi4-mini:latest, api_base: http://x:11434}
+  - model_name: vllm-qwen
+    litellm_params: {model: openai/Qwen/Qwen3-8B-AWQ}
+"""
+    assert litellm_routes(config) == {"ollama-qwen": "phi4-mini:latest", "vllm-qwen": "Qwen/Qwen3-8B-AWQ"}
+    assert litellm_routes("") == {} and litellm_routes(": not yaml: [") == {}
