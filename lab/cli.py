@@ -1,4 +1,4 @@
-"""``python -m lab up|down|status|reset|serve``: start, stop and inspect the homelab twin."""
+"""``python -m lab up|down|status|reset|serve|fault``: start, stop, inspect the homelab twin and inject faults."""
 
 from __future__ import annotations
 
@@ -172,6 +172,54 @@ def cmd_reset(cfg: LabConfig, args) -> int:
     return cmd_up(cfg, args)
 
 
+def _control(cfg: LabConfig, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - the twin's own control URL
+        cfg.url("control") + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def cmd_fault(cfg: LabConfig, args) -> int:
+    """``fault list | inject NAME [key=value ...] | clear [NAME]``."""
+    if _state(cfg) is None:
+        print("twin is not running", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if args.action == "list":
+        _, data = _control(cfg, "GET", "/faults")
+        for name, spec in sorted(data["known"].items()):
+            active = data["active"].get(name)
+            params = " ".join(f"{k}={v}" for k, v in spec["params"].items())
+            print(f"{'*' if active else ' '} {name:<21} {spec['help']}" + (f"  [{params}]" if params else ""))
+            if active:
+                print(f"    active: {active}")
+        return 0
+    if args.action == "inject":
+        if not args.name:
+            print("fault inject needs a fault name; see `python -m lab fault list`", file=sys.stderr)
+            return 2
+        params = {}
+        for item in args.params:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"parameter {item!r} is not key=value", file=sys.stderr)
+                return 2
+            params[key] = value
+        status, data = _control(cfg, "POST", f"/faults/{args.name}", params)
+        if status != 200:
+            print(data.get("error", data), file=sys.stderr)
+            return 2
+        print(f"injected {args.name} {data['params']}")
+        return 0
+    status, data = _control(cfg, "DELETE", f"/faults/{args.name}" if args.name else "/faults")
+    print("cleared " + (", ".join(data["cleared"]) or "nothing"))
+    return 0
+
+
 def cmd_serve(cfg: LabConfig, args) -> int:
     from lab.runtime import serve
 
@@ -196,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (up/down/reset)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the whole state as JSON")
+    fault = sub.add_parser("fault", help="inject or clear a fault (list shows them all)")
+    fault.add_argument("action", choices=["list", "inject", "clear"])
+    fault.add_argument("name", nargs="?", help="the fault (inject, clear; clear without a name clears all)")
+    fault.add_argument("params", nargs="*", help="key=value parameters of the fault")
     args = parser.parse_args(argv)
     cfg = load_config()
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "serve": cmd_serve}[args.command](
-        cfg, args
-    )
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "serve": cmd_serve}
+    commands["fault"] = cmd_fault
+    return commands[args.command](cfg, args)

@@ -543,6 +543,17 @@ class Kubelet:
                             return c
         return None
 
+    async def kill_deployment(self, namespace: str, deployment: str) -> list[str]:
+        """Kill the containers of every Pod of ``namespace/deployment`` (``<deployment>-<hash>-<id>``) once."""
+        killed = []
+        for agent in self.nodes.values():
+            for runtime in list(agent.pods.values()):
+                parts = runtime.name.rsplit("-", 2)
+                if runtime.namespace == namespace and len(parts) == 3 and parts[0] == deployment:
+                    if await self.kill_container(namespace, runtime.name):
+                        killed.append(runtime.name)
+        return killed
+
     async def kill_container(self, namespace: str, pod: str, container: str | None = None) -> bool:
         """Kill a container's process, as the OOM killer or a crash would; the kubelet restarts it."""
         for agent in self.nodes.values():
@@ -609,7 +620,8 @@ class Kubelet:
                 container.log_file = self.cfg.log_dir / "pods" / f"{stem}.log"
                 runtime.containers[spec["name"]] = container
             if container.state == "running" and not self._alive(container):
-                self._terminated(container, 1, "Error", "the process exited")
+                code = container.process.proc.returncode if container.process.proc is not None else None
+                self._terminated(container, exit_code(code), "Error", f"the process exited ({code})")
             if container.state != "running":
                 await self._start_container(agent, runtime, spec, container)
         await self._post_pod_status(agent, runtime)
@@ -835,6 +847,7 @@ class Kubelet:
             env=env,
             time_scale=self.cfg.time_scale,
         )
+        emulator.faults = self.runtime.faults
         container.emulator = emulator
         await self._serve(container, make_ollama_app(emulator))
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from lab.config import LabConfig
 from lab.controlplane.pki import LabPKI
 from lab.controlplane.supervisor import ControlPlane, identities
+from lab.faults import FaultError, Faults
 from lab.kubelet import Kubelet
 
 log = logging.getLogger("lab")
@@ -54,6 +55,10 @@ class LabRuntime:
         self.serviceproxy = None
         self.provisioner = None
         self.runners: list[web.AppRunner] = []
+        self.faults = Faults()
+        self.faults.on_change.append(self._fault_changed)
+        self.proxmox.task_fault = self.faults.proxmox_task
+        self._proxmox_runner: web.AppRunner | None = None
         self.secrets: dict[str, str] = {}
         self.stopping = asyncio.Event()
 
@@ -101,11 +106,44 @@ class LabRuntime:
             path.write_text(value)
             path.chmod(0o600)
 
-    async def _site(self, app: web.Application, port: int, ssl_context=None) -> None:
+    async def _site(self, app: web.Application, port: int, ssl_context=None) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.address, port, ssl_context=ssl_context, reuse_address=True).start()
         self.runners.append(runner)
+        return runner
+
+    # -- faults -----------------------------------------------------------------------------------------------
+
+    async def _start_proxmox(self) -> None:
+        from lab.proxmox import make_proxmox_app
+
+        token_id = self.topology["proxmox"]["token_id"]
+        app = make_proxmox_app(
+            self.proxmox,
+            {token_id: self.secrets["proxmox-token-secret"]},
+            middlewares=[self.faults.proxmox_middleware],
+        )
+        self._proxmox_runner = await self._site(app, self.cfg.port("proxmox"), self.pki.server_context())
+
+    async def _fault_changed(self, name: str, active: bool, params: dict) -> None:
+        """Faults that act through the runtime (the others are read by the parts when they act)."""
+        if name == "proxmox-down":
+            if active and self._proxmox_runner is not None:
+                runner, self._proxmox_runner = self._proxmox_runner, None
+                self.runners.remove(runner)
+                await runner.cleanup()
+            elif not active and self._proxmox_runner is None:
+                await self._start_proxmox()
+        elif name == "host-memory-short":
+            self.proxmox.reserved_memory_mib += params["mib"] if active else -params["mib"]
+        elif name == "kill" and active:
+            await self.kubelet.kill_deployment(params["namespace"], params["deployment"])
+        elif name == "image-missing":
+            from lab.kubelet import normalise_image
+
+            image = normalise_image(params["image"])
+            (self.kubelet.images.discard if active else self.kubelet.images.add)(image)
 
     def _kubernetes_state(self) -> dict:
         """Nodes, workloads, Services, PVCs and Events of the cluster, through the admin identity (no Secrets)."""
@@ -151,6 +189,7 @@ class LabRuntime:
             "workloads": self._workloads(),
             "services": self.serviceproxy.snapshot() if self.serviceproxy else {},
             "registry": {"ollama_tags": sorted(self.catalog.ollama), "vllm_models": sorted(self.catalog.vllm)},
+            "faults": self.faults.snapshot()["active"],
         }
 
     def _workloads(self) -> dict:
@@ -185,8 +224,26 @@ class LabRuntime:
             self.stopping.set()
             return web.json_response({"stopping": True})
 
+        async def faults(_request):
+            return web.json_response(self.faults.snapshot())
+
+        async def inject(request):
+            params = await request.json() if request.can_read_body else {}
+            try:
+                applied = await self.faults.inject(request.match_info["name"], params or {})
+            except FaultError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"injected": request.match_info["name"], "params": applied})
+
+        async def clear(request):
+            return web.json_response({"cleared": await self.faults.clear(request.match_info.get("name"))})
+
         app.router.add_get("/state", state)
         app.router.add_post("/shutdown", shutdown)
+        app.router.add_get("/faults", faults)
+        app.router.add_post("/faults/{name}", inject)
+        app.router.add_delete("/faults/{name}", clear)
+        app.router.add_delete("/faults", clear)
         return app
 
     def _seed(self) -> None:
@@ -219,7 +276,6 @@ class LabRuntime:
     async def start(self) -> None:
         from lab.controlplane.build import bin_dir
         from lab.ollama import make_registry_app
-        from lab.proxmox import make_proxmox_app
         from lab.serviceproxy import ServiceProxy
         from lab.storage import LocalPathProvisioner
 
@@ -254,12 +310,7 @@ class LabRuntime:
         )
         await self.serviceproxy.start()
         ssl_ctx = self.pki.server_context()
-        token_id = self.topology["proxmox"]["token_id"]
-        await self._site(
-            make_proxmox_app(self.proxmox, {token_id: self.secrets["proxmox-token-secret"]}),
-            self.cfg.port("proxmox"),
-            ssl_ctx,
-        )
+        await self._start_proxmox()
         await self._site(make_registry_app(self.registry), self.cfg.port("registry"), ssl_ctx)
         await self._site(self._control_app(), self.cfg.port("control"))
         (self.cfg.lab_dir / "endpoints.json").write_text(json.dumps(self.cfg.endpoints(), indent=2))

@@ -96,6 +96,23 @@ class Twin:
 
         return config.new_client_from_config(config_file=self.kubeconfig)
 
+    def proxmox(self):
+        """A proxmoxer client of the twin's Proxmox VE API (API token, TLS verified against the twin's CA)."""
+        from proxmoxer import ProxmoxAPI
+
+        return ProxmoxAPI(
+            self.address,
+            port=8006,
+            user="root@pam",
+            token_name="inference",
+            token_value=self.secret("proxmox-token-secret"),
+            verify_ssl=str(self.lab_dir / "ca.pem"),
+        )
+
+    def fault(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """``python -m lab fault ...`` of this twin."""
+        return self.lab("fault", *args, check=check)
+
     def state(self) -> dict:
         return json.loads(self.lab("status", "--json").stdout)
 

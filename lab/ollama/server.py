@@ -197,6 +197,7 @@ class OllamaEmulator:
         self.registry = registry or Registry(catalog)
         self.store = _Store(Path(store_dir))
         self.memory_limit_bytes = memory_limit_bytes
+        self.faults = None  # the twin's fault injection (lab.faults.Faults), set by the kubelet
         self.available_memory_bytes = available_memory_bytes
         self.env = dict(env)
         self.time_scale = float(time_scale)
@@ -286,6 +287,9 @@ class OllamaEmulator:
                             step = min(step, self.catalog.download_bytes_per_s * PULL_TICK_S / self.time_scale)
                         await self.sleep_real(step / self.catalog.download_bytes_per_s)
                         blob["completed"] = int(min(layer.size, blob["completed"] + step))
+                        failure = self.faults.ollama_pull(blob["completed"], layer.size) if self.faults else None
+                        if failure:
+                            raise ApiError(500, failure)
                         if time.monotonic() - last_save > 0.5:
                             self.store.save()
                             last_save = time.monotonic()
@@ -318,6 +322,8 @@ class OllamaEmulator:
         if self.memory_limit_bytes is not None:
             limit = min(limit, self.memory_limit_bytes)
         need = model.memory_bytes
+        if self.faults is not None and self.faults.ollama_load():
+            raise ApiError(500, f"model requires more system memory ({_gib(need)}) than is available ({_gib(0)})")
 
         def used() -> int:
             return sum(r.model.memory_bytes for r in self.runners.values())

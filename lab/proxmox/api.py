@@ -281,17 +281,18 @@ async def task_log(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(response).encode(), content_type="application/json", charset="utf-8")
 
 
-def make_proxmox_app(host: ProxmoxHost, tokens: dict[str, str]) -> web.Application:
+def make_proxmox_app(host: ProxmoxHost, tokens: dict[str, str], middlewares=()) -> web.Application:
     """Build the Proxmox VE API application.
 
     Args:
         host: the emulated node.
         tokens: ``{"USER@REALM!TOKENID": secret}`` accepted in ``Authorization: PVEAPIToken=...``.
+        middlewares: aiohttp middlewares run before the API's own (the twin's fault injection).
 
     Returns:
         An aiohttp application with every route under ``/api2/json``; serve it over HTTPS.
     """
-    app = web.Application(middlewares=[_pve_middleware])
+    app = web.Application(middlewares=[*middlewares, _pve_middleware])
     app[HOST_KEY] = host
     app[TOKENS_KEY] = dict(tokens)
     lxc = PREFIX + "/nodes/{node}/lxc/{vmid}"

@@ -157,6 +157,8 @@ class ProxmoxHost:
         self.reserved_memory_mib = int(reserved_memory_mib)
         self.time_scale = float(time_scale)
         self.on_event = on_event
+        # the twin's fault injection: the error text a task of this action must end with, or None
+        self.task_fault: Callable[[str], str | None] | None = None
         self.task_seconds = {**DEFAULT_TASK_SECONDS, **(task_seconds or {})}
         self.version = {"version": "8.2.4", "release": "8.2", "repoid": "faa83925c9641325"}
         self.containers: dict[int, Container] = {}
@@ -446,6 +448,9 @@ class ProxmoxHost:
         assert ct.lock is not None
         try:
             async with ct.lock:
+                failure = self.task_fault(action) if self.task_fault is not None else None
+                if failure:
+                    raise ProxmoxError(500, failure)
                 if action == "start":
                     await self._do_start(task, ct)
                 elif action == "stop":

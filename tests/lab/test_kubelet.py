@@ -15,14 +15,14 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
-from proxmoxer import ProxmoxAPI
 
+from tests.lab import manifests
 from tests.twin import ROOT
 
 pytestmark = pytest.mark.slow
 
 HAS_LITELLM = (ROOT / ".venv-litellm" / "bin" / "litellm").exists()
-NO_LITELLM = "LiteLLM is not installed in .venv-litellm (make venv): the ml/litellm Pods run the real proxy"
+NO_LITELLM = manifests.HAS_LITELLM_NOTE
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -283,52 +283,6 @@ def test_a_container_whose_secret_does_not_exist_is_not_started(twin, core):
 
 # -- LiteLLM: a process that dies, a rolling update ---------------------------------------------------------------
 
-LITELLM = """
-apiVersion: v1
-kind: Secret
-metadata: {name: litellm-secrets, namespace: ml}
-stringData: {master-key: sk-test-master}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: litellm-config, namespace: ml}
-data:
-  config.yaml: |
-    model_list:
-      - model_name: ollama-phi
-        litellm_params: {model: ollama_chat/phi4-mini, api_base: "OLLAMA_URL", timeout: 5}
-    general_settings: {master_key: os.environ/LITELLM_MASTER_KEY}
----
-apiVersion: v1
-kind: Service
-metadata: {name: litellm, namespace: ml}
-spec:
-  selector: {app: litellm}
-  ports: [{name: http, port: 4000, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: litellm, namespace: ml}
-spec:
-  replicas: 1
-  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
-  selector: {matchLabels: {app: litellm}}
-  template:
-    metadata: {labels: {app: litellm}}
-    spec:
-      containers:
-        - name: litellm
-          image: ghcr.io/berriai/litellm:main-v1.106.2
-          args: [--config, /app/config.yaml, --port, "4000"]
-          ports: [{name: http, containerPort: 4000}]
-          env:
-            - name: LITELLM_MASTER_KEY
-              valueFrom: {secretKeyRef: {name: litellm-secrets, key: master-key}}
-          readinessProbe: {httpGet: {path: /health/readiness, port: http}, periodSeconds: 10}
-          volumeMounts: [{name: config, mountPath: /app/config.yaml, subPath: config.yaml, readOnly: true}]
-      volumes: [{name: config, configMap: {name: litellm-config}}]
-"""
-
 
 @pytest.fixture(scope="module")
 def litellm(twin, core):
@@ -336,7 +290,12 @@ def litellm(twin, core):
     if not HAS_LITELLM:
         pytest.skip(NO_LITELLM)
     _ensure_namespace(core, "ml")
-    twin.kubectl("apply", "-f", "-", stdin=LITELLM.replace("OLLAMA_URL", twin.endpoints["services"]["ml/ollama"]))
+    twin.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=manifests.litellm(twin.endpoints["services"]["ml/ollama"], alias="ollama-phi", rolling=True),
+    )
     twin.kubectl("rollout", "status", "deployment/litellm", "-n", "ml", "--timeout=180s", timeout=200)
     url = twin.endpoints["services"]["ml/litellm"]
     twin.wait_for(lambda: _answers(url + "/health/liveliness"), timeout=60, what="the ml/litellm Service")
@@ -427,19 +386,8 @@ def test_a_rolling_update_keeps_the_service_answering(twin, core, litellm):
 # -- nodes --------------------------------------------------------------------------------------------------------
 
 
-def _proxmox(twin) -> ProxmoxAPI:
-    return ProxmoxAPI(
-        twin.address,
-        port=8006,
-        user="root@pam",
-        token_name="inference",
-        token_value=twin.secret("proxmox-token-secret"),
-        verify_ssl=str(twin.lab_dir / "ca.pem"),
-    )
-
-
 def test_a_rebooted_lxc_makes_its_node_not_ready_then_ready_with_the_new_memory(twin, core):
-    pve = _proxmox(twin).nodes("pve")
+    pve = twin.proxmox().nodes("pve")
     node = core.read_node("k3s-worker-02")
     assert parse_quantity(node.status.capacity["memory"]) == 8192 * 2**20
     pve.lxc(103).config.put(memory=16384)
@@ -515,36 +463,9 @@ def test_deleting_a_claim_after_its_pod_removes_its_volume_and_directory(twin, c
     assert not path.exists()
 
 
-OLLAMA = """
-apiVersion: v1
-kind: Service
-metadata: {name: ollama, namespace: ml}
-spec:
-  selector: {app: ollama}
-  ports: [{name: http, port: 11434, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ollama, namespace: ml}
-spec:
-  replicas: 1
-  strategy: {type: Recreate}
-  selector: {matchLabels: {app: ollama}}
-  template:
-    metadata: {labels: {app: ollama}}
-    spec:
-      containers:
-        - name: ollama
-          image: ollama/ollama:0.13.3
-          ports: [{name: http, containerPort: 11434}]
-          readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 10}
-          resources: {requests: {memory: 1Gi}, limits: {memory: 4Gi}}
-"""
-
-
 def test_deleting_a_namespace_stops_its_workloads(twin, core):
     _ensure_namespace(core, "ml")
-    twin.kubectl("apply", "-f", "-", stdin=OLLAMA)
+    twin.kubectl("apply", "-f", "-", stdin=manifests.ollama())
     twin.kubectl("rollout", "status", "deployment/ollama", "-n", "ml", "--timeout=120s")
     services = twin.endpoints["services"]
     twin.wait_for(lambda: _answers(services["ml/ollama"] + "/"), timeout=30, what="the ml/ollama Service")

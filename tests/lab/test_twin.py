@@ -11,8 +11,8 @@ import ssl
 import httpx
 import pytest
 from kubernetes.utils import parse_quantity
-from proxmoxer import ProxmoxAPI
 
+from tests.lab import manifests
 from tests.twin import ROOT
 
 pytestmark = pytest.mark.slow
@@ -107,24 +107,13 @@ def test_kubectl_sees_the_lab_nodes_and_the_server_is_v1_32_9(twin):
     assert "k3s-worker-02" in twin.kubectl("get", "nodes").stdout
 
 
-def _proxmox(twin) -> ProxmoxAPI:
-    return ProxmoxAPI(
-        twin.address,
-        port=8006,
-        user="root@pam",
-        token_name="inference",
-        token_value=twin.secret("proxmox-token-secret"),
-        verify_ssl=str(twin.lab_dir / "ca.pem"),
-    )
-
-
 def _allocatable_mib(twin, node: str) -> int:
     status = json.loads(twin.kubectl("get", "node", node, "-o", "json").stdout)["status"]
     return int(parse_quantity(status["allocatable"]["memory"]) / 2**20)
 
 
 def test_node_memory_follows_the_lxc_only_after_a_restart(twin):
-    pve = _proxmox(twin)
+    pve = twin.proxmox()
     before = _allocatable_mib(twin, "k3s-worker-01")
     assert before == 8192 - RESERVED_MIB
     pve.nodes("pve").lxc(102).config.put(memory=12288)
@@ -140,36 +129,6 @@ def test_node_memory_follows_the_lxc_only_after_a_restart(twin):
     twin.wait_for(
         lambda: _allocatable_mib(twin, "k3s-worker-01") == 12288 - RESERVED_MIB, timeout=60, what="the new capacity"
     )
-
-
-OLLAMA = """
-apiVersion: v1
-kind: Service
-metadata: {name: ollama, namespace: ml}
-spec:
-  selector: {app: ollama}
-  ports: [{name: http, port: 11434, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ollama, namespace: ml}
-spec:
-  replicas: 1
-  strategy: {type: Recreate}
-  selector: {matchLabels: {app: ollama}}
-  template:
-    metadata: {labels: {app: ollama}}
-    spec:
-      nodeSelector: {kubernetes.io/hostname: k3s-worker-02}
-      containers:
-        - name: ollama
-          image: ollama/ollama:0.13.3
-          args: [serve]
-          ports: [{name: http, containerPort: 11434}]
-          env: [{name: OLLAMA_KEEP_ALIVE, value: "-1"}]
-          readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 10}
-          resources: {requests: {memory: 2Gi}, limits: {memory: 4Gi}}
-"""
 
 
 def _probe(url: str) -> str:
@@ -193,7 +152,7 @@ def _answers(url: str) -> bool:
 
 def test_a_running_ollama_pod_brings_the_emulated_server_up_and_replicas_0_stops_it(twin):
     twin.kubectl("create", "namespace", "ml", check=False)
-    twin.kubectl("apply", "-f", "-", stdin=OLLAMA)
+    twin.kubectl("apply", "-f", "-", stdin=manifests.ollama(node="k3s-worker-02", request="2Gi"))
     twin.kubectl("rollout", "status", "deployment/ollama", "-n", "ml", "--timeout=120s")
     url = twin.endpoints["services"]["ml/ollama"]
     assert url == f"http://{twin.address}:11434"
@@ -219,13 +178,7 @@ def test_a_running_ollama_pod_brings_the_emulated_server_up_and_replicas_0_stops
 
 def test_pod_that_fits_no_node_stays_pending(twin):
     twin.kubectl("create", "namespace", "ml", check=False)
-    too_big = (
-        OLLAMA.split("---", 1)[1]
-        .replace("name: ollama, namespace: ml", "name: too-big, namespace: ml")
-        .replace("requests: {memory: 2Gi}", "requests: {memory: 64Gi}")
-        .replace("limits: {memory: 4Gi}", "limits: {memory: 64Gi}")
-        .replace("app: ollama", "app: too-big")
-    )
+    too_big = manifests.ollama(request="64Gi", limit="64Gi", name="too-big").split("---", 1)[1]
     twin.kubectl("apply", "-f", "-", stdin=too_big)
 
     def unschedulable():
@@ -243,56 +196,10 @@ def test_pod_that_fits_no_node_stays_pending(twin):
     twin.kubectl("delete", "deployment", "too-big", "-n", "ml")
 
 
-LITELLM = """
-apiVersion: v1
-kind: Secret
-metadata: {name: litellm-secrets, namespace: ml}
-stringData: {master-key: sk-test-master}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: litellm-config, namespace: ml}
-data:
-  config.yaml: |
-    model_list:
-      - model_name: ollama-qwen
-        litellm_params: {model: ollama_chat/phi4-mini, api_base: "OLLAMA_URL", timeout: 5}
-    general_settings: {master_key: os.environ/LITELLM_MASTER_KEY}
----
-apiVersion: v1
-kind: Service
-metadata: {name: litellm, namespace: ml}
-spec:
-  selector: {app: litellm}
-  ports: [{name: http, port: 4000, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: litellm, namespace: ml}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: litellm}}
-  template:
-    metadata: {labels: {app: litellm}}
-    spec:
-      containers:
-        - name: litellm
-          image: ghcr.io/berriai/litellm:main-v1.106.2
-          args: [--config, /app/config.yaml, --port, "4000"]
-          ports: [{name: http, containerPort: 4000}]
-          env:
-            - name: LITELLM_MASTER_KEY
-              valueFrom: {secretKeyRef: {name: litellm-secrets, key: master-key}}
-          readinessProbe: {httpGet: {path: /health/readiness, port: http}, periodSeconds: 10}
-          volumeMounts: [{name: config, mountPath: /app/config.yaml, subPath: config.yaml, readOnly: true}]
-      volumes: [{name: config, configMap: {name: litellm-config}}]
-"""
-
-
 @pytest.mark.skipif(not HAS_LITELLM, reason="LiteLLM is not installed in .venv-litellm (make venv)")
 def test_litellm_pod_runs_the_real_proxy_with_the_configmap_and_secret(twin):
     twin.kubectl("create", "namespace", "ml", check=False)
-    manifest = LITELLM.replace("OLLAMA_URL", twin.endpoints["services"]["ml/ollama"])
+    manifest = manifests.litellm(twin.endpoints["services"]["ml/ollama"])
     twin.kubectl("apply", "-f", "-", stdin=manifest)
     twin.kubectl("rollout", "status", "deployment/litellm", "-n", "ml", "--timeout=180s")
     url = twin.endpoints["services"]["ml/litellm"]

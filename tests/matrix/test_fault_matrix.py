@@ -1,0 +1,312 @@
+"""The fault matrix: upgrades run by the real playbooks while the twin injects faults (lab/faults.py).
+
+For each fault the play fails (or is refused) with a message naming the step and the cause, and the tier ends
+exactly in the previous state (compared as a normalised dump of the Helm values, the LiteLLM and consumer
+config, the LXC size, the models Ollama has, the model pins and the node's schedulability), or exactly in the
+target state; nothing is lost, and the old model answers through LiteLLM. Where the fault outlives the run
+(the API stays down), the run says "rollback incomplete" and names restore-tier.yml; once the fault is
+cleared, that playbook puts the previous state back.
+
+One twin for the module: a rebuild (phi4-mini on Ollama) is the previous state every case starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import httpx
+import pytest
+
+from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
+
+pytestmark = pytest.mark.slow
+
+INVENTORY = str(ROOT / "inventory" / "lab")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    twin = Twin(tmp_path_factory.mktemp("lab")).up()
+    twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    try:
+        twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
+        rebuild = playbook(twin, "rebuild-inference-tier.yml")
+        assert rebuild.returncode == 0, rebuild.stdout[-3000:]
+        twin.baseline = dump(twin)
+        yield twin
+    finally:
+        twin.down()
+
+
+@pytest.fixture
+def twin(lab):
+    """The module's twin, back in the previous state and without faults after each case."""
+    yield lab
+    lab.fault("clear")
+    if dump(lab) != lab.baseline:
+        restored = playbook(lab, "restore-tier.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert dump(lab) == lab.baseline
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+
+def playbook(
+    twin: Twin, name: str, *args: str, kill_at_step: str | None = None, at_step: tuple | None = None
+) -> subprocess.CompletedProcess:
+    """Run a playbook against the twin.
+
+    ``kill_at_step``: SIGKILL it (and its workers) once its run record reaches that step. ``at_step``:
+    ``(step, action)``, call ``action()`` once the record reaches the step (to inject a fault mid-run).
+    """
+    cmd = [ANSIBLE_PLAYBOOK, "-i", INVENTORY, str(ROOT / "playbooks" / name), *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=twin.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    step, action = at_step or (kill_at_step, None)
+    if step:
+        wait_for(
+            lambda: proc.poll() is not None or record(twin).get("step") == step,
+            timeout=300,
+            interval=0.2,
+            what=f"step {step}",
+        )
+        if action is not None:
+            action()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def upgrade(twin: Twin, model: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    return playbook(twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", f"model={model}", *args, **kw)
+
+
+def record(twin: Twin) -> dict:
+    got = twin.kubectl("-n", "ml", "get", "secret", "inference-run-record", "-o", "json", check=False)
+    if got.returncode != 0:
+        return {}
+    import base64
+
+    return json.loads(base64.b64decode(json.loads(got.stdout)["data"]["record.json"]))
+
+
+def dump(twin: Twin) -> dict:
+    """The tier's state, normalised: what a rollback must put back exactly."""
+
+    def values(release: str) -> dict:
+        out = subprocess.run(
+            [HELM, "get", "values", release, "-n", "ml", "-o", "json", "--kubeconfig", twin.kubeconfig],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=twin.env,
+        ).stdout
+        return json.loads(out)
+
+    def configmap(ns: str, name: str) -> dict:
+        return json.loads(twin.kubectl("-n", ns, "get", "configmap", name, "-o", "json").stdout)["data"]
+
+    node = json.loads(twin.kubectl("get", "node", "k3s-worker-02", "-o", "json").stdout)
+    tags = httpx.get(twin.endpoints["services"]["ml/ollama"] + "/api/tags", timeout=10).json()["models"]
+    pins = twin.lab_dir / "model-pins.yml"
+    return {
+        "values": {release: values(release) for release in ("ollama", "vllm", "litellm")},
+        "litellm_config": configmap("ml", "litellm-config"),
+        "consumer_config": configmap("docs", "paperless-ai-config"),
+        "lxc_memory": twin.proxmox().nodes("pve").lxc(103).config.get()["memory"],
+        "models": sorted(m["name"] for m in tags),
+        "pins": pins.read_text() if pins.exists() else None,
+        "unschedulable": bool(node["spec"].get("unschedulable")),
+    }
+
+
+def answers_through_litellm(twin: Twin, alias: str = "ollama-qwen") -> bool:
+    reply = httpx.post(
+        twin.endpoints["services"]["ml/litellm"] + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {twin.secret('litellm-master-key')}"},
+        json={"model": alias, "messages": [{"role": "user", "content": "Reply OK"}], "max_tokens": 8},
+        timeout=30,
+    )
+    return reply.status_code == 200 and reply.headers.get("x-litellm-model-group") == alias
+
+
+def assert_failed_and_back(twin: Twin, run: subprocess.CompletedProcess, step: str, *causes: str) -> None:
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert f"failed at step '{step}'" in run.stdout, run.stdout[-3000:]
+    for cause in causes:
+        assert cause in run.stdout, (cause, run.stdout[-3000:])
+    assert "Rolled back to phi4-mini; it answers again" in run.stdout
+    assert record(twin)["status"] == "rolled back"
+    twin.fault("clear")  # the dump reads through the APIs the fault may still break
+    assert dump(twin) == twin.baseline
+    assert answers_through_litellm(twin)
+
+
+def assert_refused_unchanged(twin: Twin, run: subprocess.CompletedProcess, *texts: str) -> None:
+    assert run.returncode != 0
+    for text in texts:
+        assert text in run.stdout, (text, run.stdout[-3000:])
+    twin.fault("clear")  # the dump reads through the APIs the fault may still break
+    assert dump(twin) == twin.baseline
+
+
+# -- the matrix -------------------------------------------------------------------------------------------------
+
+
+def test_proxmox_api_500_on_the_resize(twin):
+    twin.fault("inject", "proxmox-error", "status=500", "method=PUT", "path=/lxc/103/config", "message=unable to write")
+    run = upgrade(twin, "qwen2.5:14b")
+    assert_failed_and_back(twin, run, "capacity", "500", "unable to write")
+
+
+def test_proxmox_api_500_before_the_run(twin):
+    twin.fault("inject", "proxmox-error", "status=500", "path=/lxc/103/config", "message=unable to read")
+    run = upgrade(twin, "qwen2.5:14b")
+    assert_refused_unchanged(twin, run, "cannot read LXC container 103", "500 Internal Server Error: unable to read")
+
+
+def test_proxmox_api_unreachable_before_the_run(twin):
+    twin.fault("inject", "proxmox-down")
+    run = upgrade(twin, "qwen2.5:14b")
+    assert_refused_unchanged(twin, run, "cannot", twin.address)
+
+
+def test_proxmox_task_failure_on_the_restart(twin):
+    twin.fault("inject", "proxmox-task-failure", "action=any", "count=1")
+    assert_failed_and_back(twin, upgrade(twin, "qwen2.5:14b"), "capacity", "lxc-start")
+
+
+def test_host_memory_short(twin):
+    twin.fault("inject", "host-memory-short", "mib=50000")
+    assert_refused_unchanged(
+        twin, upgrade(twin, "qwen2.5:14b"), "too large for the Proxmox host", "Nothing was changed"
+    )
+
+
+def test_ollama_pull_error_mid_stream(twin):
+    twin.fault("inject", "ollama-pull-error", "percent=40")
+    assert_failed_and_back(twin, upgrade(twin, "llama3.1:8b"), "deploy", "connection reset by peer")
+
+
+def test_ollama_disk_full(twin):
+    twin.fault("inject", "ollama-disk-full")
+    assert_failed_and_back(twin, upgrade(twin, "llama3.1:8b"), "deploy", "no space left on device")
+
+
+def test_load_out_of_memory_leaves_the_rollback_incomplete_until_restored(twin):
+    twin.fault("inject", "ollama-load-oom")
+    run = upgrade(twin, "llama3.2:1b")
+    assert run.returncode != 0 and "failed at step 'gate'" in run.stdout
+    assert "requires more system memory" in run.stdout
+    # the old model cannot load either while the fault lasts: the run must not claim it answers
+    assert "it answers again" not in run.stdout and "restore-tier.yml" in run.stdout
+    assert record(twin)["status"] == "rollback incomplete"
+    twin.fault("clear")
+    restored = playbook(twin, "restore-tier.yml")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert dump(twin) == twin.baseline and answers_through_litellm(twin)
+
+
+def test_consumer_rollout_failing(twin):
+    twin.fault("inject", "image-missing", "image=douaberigoale/paperless-metadata-ollama-processor:latest")
+    # rollouts in the twin take seconds: wait 20 s for the consumer's, not the inventory's 120 s
+    run = upgrade(twin, "qwen2.5:3b", "-e", "llm_consumers_rollout_timeout=20", "-e", "inference_rollback_timeout=20")
+    assert run.returncode != 0 and "failed at step 'switch'" in run.stdout, run.stdout[-3000:]
+    # the consumer cannot roll back onto its old config either while its image is missing: said, not hidden
+    assert "it answers again" not in run.stdout or record(twin)["status"] == "rolled back"
+    assert dump(twin)["consumer_config"] == twin.baseline["consumer_config"]
+    assert answers_through_litellm(twin)
+
+
+def test_vllm_down_during_the_drill(twin):
+    # the routing changes (another vLLM model), so the drill runs; vLLM is killed as it starts
+    run = playbook(
+        twin,
+        "upgrade-model.yml",
+        "-e",
+        "tier=vllm",
+        "-e",
+        "model=Qwen/Qwen2.5-7B-Instruct-AWQ",
+        at_step=("fallback drill", lambda: twin.fault("inject", "kill", "deployment=vllm-server")),
+    )
+    if run.returncode == 0:  # the drill waited out the restart: the target state
+        assert dump(twin)["values"]["vllm"]["model"]["name"] == "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    else:
+        assert "failed at step 'fallback drill'" in run.stdout, run.stdout[-3000:]
+        assert dump(twin) == twin.baseline
+    assert answers_through_litellm(twin, "vllm-qwen")
+
+
+def test_litellm_crashing_on_a_bad_config(twin):
+    # a model entry the proxy cannot load: LiteLLM exits at start ("Application startup failed"), the new Pod
+    # never gets ready; the old one keeps serving (RollingUpdate, maxUnavailable 0) until the rollback
+    openai = {
+        "model_name": "openai-gpt4o",
+        "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:9/v1", "timeout": 1},
+    }
+    bad = json.dumps(
+        {
+            "litellm_extra_models": [openai, {"model_name": "broken", "litellm_params": {"model": 42}}],
+            "inference_rollout_timeout": 30,
+        }
+    )
+    run = upgrade(twin, "qwen2.5:3b", "-e", bad)
+    assert_failed_and_back(twin, run, "switch", "LiteLLM")
+
+
+@pytest.mark.parametrize("step", ["capacity", "deploy", "gate", "switch"])
+def test_controller_killed_at_a_step_then_run_again(twin, step):
+    killed = upgrade(twin, "qwen2.5:14b", kill_at_step=step)
+    assert killed.returncode == -signal.SIGKILL
+    assert record(twin)["status"] == "running" and record(twin)["step"] == step
+    again = upgrade(twin, "qwen2.5:14b")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "took over the lock" in again.stdout and "Restoring the state recorded by run" in again.stdout
+    state = dump(twin)
+    assert state["values"]["ollama"]["model"] == "qwen2.5:14b" and "qwen2.5:14b" in state["pins"]
+    assert state["lxc_memory"] == 20480 and not state["unschedulable"]
+    assert answers_through_litellm(twin)
+
+
+def test_a_second_concurrent_run_is_refused_naming_the_holder(twin):
+    first = subprocess.Popen(
+        [
+            ANSIBLE_PLAYBOOK,
+            "-i",
+            INVENTORY,
+            str(ROOT / "playbooks" / "upgrade-model.yml"),
+            "-e",
+            "tier=ollama",
+            "-e",
+            "model=qwen2.5:3b",
+        ],
+        cwd=ROOT,
+        env=twin.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(
+        lambda: twin.kubectl("-n", "ml", "get", "lease", "inference-run", check=False).returncode == 0,
+        timeout=120,
+        interval=0.2,
+        what="the first run's lock",
+    )
+    second = upgrade(twin, "qwen2.5:14b")
+    assert second.returncode != 0
+    assert "another run holds the inference tier" in second.stdout and "upgrade-ollama-qwen2.5_3b" in second.stdout
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    assert dump(twin)["values"]["ollama"]["model"] == "qwen2.5:3b"
