@@ -18,6 +18,7 @@ import urllib.request
 
 from lab.config import LabConfig, choose_address, load_config
 from lab.controlplane.build import ensure_built
+from lab.controlplane.supervisor import log_tail
 
 EXIT_NOT_RUNNING = 3
 
@@ -91,7 +92,7 @@ def cmd_up(cfg: LabConfig, args) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             print(f"twin failed to start (exit {proc.returncode}); see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
-            print(_tail(cfg.log_dir / "lab.log"), file=sys.stderr)
+            print(log_tail(cfg.log_dir / "lab.log", 15), file=sys.stderr)
             _kill_group(proc.pid)
             return 1
         if _state(cfg, timeout=5):
@@ -106,16 +107,9 @@ def cmd_up(cfg: LabConfig, args) -> int:
             return 0
         time.sleep(0.5)
     print(f"twin did not answer within {args.timeout:.0f} s; see {cfg.log_dir / 'lab.log'}", file=sys.stderr)
-    print(_tail(cfg.log_dir / "lab.log"), file=sys.stderr)
+    print(log_tail(cfg.log_dir / "lab.log", 15), file=sys.stderr)
     _kill_group(proc.pid)
     return 1
-
-
-def _tail(path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
 
 
 def cmd_down(cfg: LabConfig, args) -> int:

@@ -102,7 +102,12 @@ def exit_code(returncode: int | None) -> int:
 
 
 class ContainerConfigError(Exception):
-    """A ConfigMap, Secret or key that the container's env needs does not exist (CreateContainerConfigError)."""
+    """What a container needs before it can be created is missing; ``reason`` is the waiting reason to report:
+    ``CreateContainerConfigError`` (a ConfigMap, Secret or key of its env) or ``ContainerCreating`` (a volume)."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _free_port(address: str) -> socket.socket:
@@ -152,6 +157,8 @@ class PodRuntime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     deleted: bool = False
+    posted: dict | None = None  # the status last patched, so an unchanged one is not sent again
+    posted_version: str | None = None  # the resourceVersion that patch made; any other change resets `posted`
 
     @property
     def key(self) -> str:
@@ -425,6 +432,8 @@ class NodeAgent:
             runtime = PodRuntime(uid, pod["metadata"]["namespace"], pod["metadata"]["name"], self.name, pod)
             self.pods[uid] = runtime
             runtime.task = asyncio.create_task(self.kubelet.pod_worker(self, runtime))
+        if pod["metadata"].get("resourceVersion") != runtime.posted_version:
+            runtime.posted = None  # changed by someone else (the node controller, a deletion): post again
         runtime.pod = pod
         runtime.wake.set()
 
@@ -533,15 +542,6 @@ class Kubelet:
                 },
             }
         return nodes
-
-    def find_container(self, namespace: str, pod: str, container: str | None = None) -> Container | None:
-        for agent in self.nodes.values():
-            for runtime in agent.pods.values():
-                if runtime.namespace == namespace and runtime.name == pod:
-                    for c in runtime.containers.values():
-                        if container is None or c.name == container:
-                            return c
-        return None
 
     async def kill_deployment(self, namespace: str, deployment: str) -> list[str]:
         """Kill the containers of every Pod of ``namespace/deployment`` (``<deployment>-<hash>-<id>``) once."""
@@ -692,19 +692,9 @@ class Kubelet:
                 return
             container.restart_count += 1
         try:
-            await asyncio.to_thread(self._check_volumes, agent, runtime.pod)
-        except (ContainerConfigError, ApiException) as exc:
-            # the Pod's volumes cannot be set up: its containers stay ContainerCreating (FailedMount)
-            container.state, container.reason = "waiting", "ContainerCreating"
-            container.message = str(exc) if isinstance(exc, ContainerConfigError) else f"{exc.status} {exc.reason}"
-            self._retry_later(runtime, 1.0)
-            return
-        try:
-            # what a kubelet resolves before it creates the container: env from ConfigMaps and Secrets
-            await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
-        except (ContainerConfigError, ApiException) as exc:
-            container.state, container.reason = "waiting", "CreateContainerConfigError"
-            container.message = str(exc) if isinstance(exc, ContainerConfigError) else f"{exc.status} {exc.reason}"
+            env = await asyncio.to_thread(self._prepare, agent, runtime.pod, spec)
+        except ContainerConfigError as exc:
+            container.state, container.reason, container.message = "waiting", exc.reason, str(exc)
             self._retry_later(runtime, 1.0)
             return
         container.state, container.reason, container.message = "waiting", "ContainerCreating", ""
@@ -717,11 +707,11 @@ class Kubelet:
             return
         try:
             if container.kind == "ollama":
-                await self._start_ollama(agent, runtime, spec, container)
+                await self._start_ollama(agent, runtime, spec, container, env)
             elif container.kind == "vllm":
                 await self._start_vllm(agent, runtime, spec, container)
             elif container.kind == "litellm":
-                await self._start_litellm(runtime, spec, container)
+                await self._start_litellm(runtime, spec, container, env)
         except Exception as exc:  # the container's process failed to start
             log.warning("pod %s container %s failed to start: %s", runtime.key, container.name, exc)
             self._container_logger(container).error("%s", exc)
@@ -833,11 +823,12 @@ class Kubelet:
         container.port = sock.getsockname()[1]
         logger.info("Listening on %s:%s (%s, image %s)", self.address, container.port, container.kind, container.image)
 
-    async def _start_ollama(self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container) -> None:
+    async def _start_ollama(
+        self, agent: NodeAgent, runtime: PodRuntime, spec: dict, container: Container, env: dict[str, str]
+    ) -> None:
         from lab.ollama import OllamaEmulator, make_ollama_app
 
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
-        env = await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
         store = await asyncio.to_thread(self._volume_dir, agent, runtime.pod)
         emulator = OllamaEmulator(
             catalog=self.runtime.catalog,
@@ -864,9 +855,8 @@ class Kubelet:
         container.emulator = emulator
         await self._serve(container, make_vllm_app(emulator))
 
-    async def _start_litellm(self, runtime: PodRuntime, spec: dict, container: Container) -> None:
+    async def _start_litellm(self, runtime: PodRuntime, spec: dict, container: Container, env: dict[str, str]) -> None:
         agent = self.nodes[runtime.node]
-        env = await asyncio.to_thread(self._container_env, agent, runtime.pod, spec)
         config_yaml = await asyncio.to_thread(self._configmap_file, agent, runtime.pod, spec, "config.yaml")
         sock = _free_port(self.address)
         port = sock.getsockname()[1]
@@ -950,11 +940,14 @@ class Kubelet:
             "containerStatuses": [self._container_status(c) for c in containers],
         }
         status = {k: v for k, v in status.items() if v is not None}
+        if status == runtime.posted:
+            return  # nothing changed since the last patch: no API call on every wake-up
         try:
             result = await asyncio.to_thread(
                 agent.core.patch_namespaced_pod_status, runtime.name, runtime.namespace, {"status": status}
             )
             runtime.pod = agent.api.sanitize_for_serialization(result)
+            runtime.posted, runtime.posted_version = status, result.metadata.resource_version
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -1002,6 +995,20 @@ class Kubelet:
             env[item["name"]] = data[ref["key"]]
         return env
 
+    def _prepare(self, agent: NodeAgent, pod: dict, container: dict) -> dict[str, str]:
+        """What a kubelet resolves before it creates a container: the Pod's volumes, then the container's env.
+
+        Returns the env; raises :class:`ContainerConfigError` with the waiting reason to report.
+        """
+        try:
+            self._check_volumes(agent, pod)
+        except ApiException as exc:
+            raise ContainerConfigError(f"{exc.status} {exc.reason}", "ContainerCreating") from exc
+        try:
+            return self._container_env(agent, pod, container)
+        except ApiException as exc:
+            raise ContainerConfigError(f"{exc.status} {exc.reason}") from exc
+
     def _check_volumes(self, agent: NodeAgent, pod: dict) -> None:
         """Raise :class:`ContainerConfigError` when a ConfigMap or Secret volume (not optional) does not exist."""
         ns = pod["metadata"]["namespace"]
@@ -1016,7 +1023,8 @@ class Kubelet:
                 name = source.get("name") or source.get("secretName")
                 if read(agent, ns, name) is None:
                     raise ContainerConfigError(
-                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : {kind} "{name}" not found'
+                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : {kind} "{name}" not found',
+                        "ContainerCreating",
                     )
 
     def _configmap_data(self, agent: NodeAgent, ns: str, name: str) -> dict[str, str] | None:

@@ -177,6 +177,7 @@ class LabRuntime:
             kubernetes = await asyncio.to_thread(self._kubernetes_state)
         except Exception as exc:  # the API server is down: say so, show the rest
             kubernetes = {"error": str(exc)}
+        nodes = self.kubelet.snapshot()
         return {
             "time_scale": self.cfg.time_scale,
             "lab_dir": str(self.cfg.lab_dir),
@@ -185,19 +186,19 @@ class LabRuntime:
             "controlplane": self.controlplane.snapshot() if self.controlplane else {},
             "proxmox": self.proxmox.snapshot(),
             "kubernetes": kubernetes,
-            "nodes": self.kubelet.snapshot(),
-            "workloads": self._workloads(),
+            "nodes": nodes,
+            "workloads": self._workloads(nodes),
             "services": self.serviceproxy.snapshot() if self.serviceproxy else {},
             "registry": {"ollama_tags": sorted(self.catalog.ollama), "vllm_models": sorted(self.catalog.vllm)},
             "faults": self.faults.snapshot()["active"],
         }
 
-    def _workloads(self) -> dict:
+    def _workloads(self, nodes: dict) -> dict:
         """Per inference Deployment of the topology: its running emulated servers and whether one is ready."""
         result: dict[str, dict] = {}
         for key, spec in self.topology.get("workloads", {}).items():
             pods = []
-            for node, info in self.kubelet.snapshot().items():
+            for node, info in nodes.items():
                 for pod_key, pod in info["pods"].items():
                     for container in pod["containers"].values():
                         if container["kind"] == spec["kind"] and pod_key.startswith(key.split("/")[0] + "/"):

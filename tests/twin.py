@@ -36,6 +36,27 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str 
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+def probe(url: str) -> str:
+    """``answers`` (any HTTP response), ``refused`` (connection refused or reset: nothing serves it) or ``slow``."""
+    import httpx
+
+    try:
+        httpx.get(url, timeout=10)
+    except (httpx.NetworkError, httpx.RemoteProtocolError):
+        return "refused"
+    except httpx.TimeoutException:
+        return "slow"
+    return "answers"
+
+
+def refused(url: str) -> bool:
+    return probe(url) == "refused"
+
+
+def answers(url: str) -> bool:
+    return probe(url) == "answers"
+
+
 class Twin:
     """Drive one twin: its CLI, kubectl, the Python client, its state."""
 

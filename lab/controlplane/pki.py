@@ -67,7 +67,6 @@ class LabPKI:
         self.dir = lab_dir / "pki"
         self.address = address
         self.ca_file = lab_dir / "ca.pem"
-        self._ca: trustme.CA | None = None
 
     # -- files -------------------------------------------------------------------------------------------------
 
@@ -102,7 +101,6 @@ class LabPKI:
     def create(self, identities: dict[str, tuple[str, str | None]]) -> None:
         """Create the CA, the serving certificate, ``identities`` (name -> (CN, O)) and the service-account key."""
         ca = trustme.CA(organization_name="homelab twin", organization_unit_name="homelab twin CA")
-        self._ca = ca
         _write(self.path("ca.pem"), ca.cert_pem.bytes())
         _write(self.path("ca-key.pem"), ca.private_key_pem.bytes())
         _write(self.ca_file, ca.cert_pem.bytes())

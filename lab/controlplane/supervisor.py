@@ -28,6 +28,7 @@ behaviour depends on them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import signal
@@ -35,7 +36,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -81,7 +82,6 @@ class Component:
     log_file: Path
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -204,15 +204,10 @@ class ControlPlane:
         kubeconfig = self.pki.kubeconfig(
             self.kubeconfig("kube-controller-manager"), self.api_url, "kube-controller-manager"
         )
-        port = self.ports["kube-controller-manager"]
         argv = [
             self._binary("kube-controller-manager"),
             f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            f"--bind-address={self.address}",
-            f"--secure-port={port}",
-            *self._serving_flags(),
+            *self._serving_flags("kube-controller-manager", kubeconfig),
             "--leader-elect=false",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={self.pki.sa_key}",
@@ -223,12 +218,7 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ]
-        return Component(
-            "kube-controller-manager",
-            argv,
-            f"https://{self.address}:{port}/healthz",
-            self._log("kube-controller-manager"),
-        )
+        return self._secure_component("kube-controller-manager", argv)
 
     def _scheduler(self) -> Component:
         kubeconfig = self.pki.kubeconfig(self.kubeconfig("kube-scheduler"), self.api_url, "kube-scheduler")
@@ -245,23 +235,30 @@ class ControlPlane:
                 }
             )
         )
-        port = self.ports["kube-scheduler"]
         argv = [
             self._binary("kube-scheduler"),
             f"--config={config}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            f"--bind-address={self.address}",
-            f"--secure-port={port}",
-            *self._serving_flags(),
+            *self._serving_flags("kube-scheduler", kubeconfig),
             "--profiling=false",
             "--v=1",
         ]
-        return Component("kube-scheduler", argv, f"https://{self.address}:{port}/healthz", self._log("kube-scheduler"))
+        return self._secure_component("kube-scheduler", argv)
 
-    def _serving_flags(self) -> list[str]:
+    def _serving_flags(self, name: str, kubeconfig: Path) -> list[str]:
+        """Secure serving of the controller manager or the scheduler: the twin's address and certificate, and
+        delegated authentication and authorization through the API server."""
         server = self.pki.pair("server")
-        return [f"--tls-cert-file={server.cert}", f"--tls-private-key-file={server.key}"]
+        return [
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={self.address}",
+            f"--secure-port={self.ports[name]}",
+            f"--tls-cert-file={server.cert}",
+            f"--tls-private-key-file={server.key}",
+        ]
+
+    def _secure_component(self, name: str, argv: list[str]) -> Component:
+        return Component(name, argv, f"https://{self.address}:{self.ports[name]}/healthz", self._log(name))
 
     def _log(self, name: str) -> Path:
         return self.lab_dir / "logs" / f"{name}.log"
@@ -304,7 +301,7 @@ class ControlPlane:
                 if not component.running:
                     raise ControlPlaneError(
                         f"{component.name} exited with code {component.process.returncode} during start; "
-                        f"last lines of {component.log_file}:\n{_tail(component.log_file)}"
+                        f"last lines of {component.log_file}:\n{log_tail(component.log_file)}"
                     )
                 if await asyncio.to_thread(self._healthy, component.health_url):
                     log.info("%s healthy after %.1f s", component.name, time.monotonic() - component.started)
@@ -331,12 +328,12 @@ class ControlPlane:
             proc = component.process
             if proc is None or proc.returncode is not None:
                 continue
-            with _suppress_lookup():
+            with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
-                with _suppress_lookup():
+                with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
             log.info("stopped %s", component.name)
@@ -346,19 +343,12 @@ class ControlPlane:
         return {c.name: c.describe() for c in self.components}
 
 
-class _suppress_lookup:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is ProcessLookupError
-
-
-def _tail(path: Path, lines: int = 20) -> str:
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (for error messages); "(no log)" when there is none."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
 
 
-__all__ = ["ControlPlane", "ControlPlaneError", "identities"]
+__all__ = ["ControlPlane", "ControlPlaneError", "identities", "log_tail"]

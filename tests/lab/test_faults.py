@@ -10,6 +10,7 @@ from proxmoxer.core import ResourceException
 
 from lab.faults import SPECS, FaultError, Faults
 from tests.lab import manifests
+from tests.twin import answers
 
 # -- the registry of faults, without a twin ---------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ def test_ollama_pull_and_load_faults_and_kill(twin):
     twin.kubectl("create", "namespace", "ml", check=False)
     twin.kubectl("apply", "-f", "-", stdin=manifests.ollama())
     url = twin.endpoints["services"]["ml/ollama"]
-    twin.wait_for(lambda: _answers(url), timeout=120, what="Ollama through its Service")
+    twin.wait_for(lambda: answers(url), timeout=120, what="Ollama through its Service")
 
     twin.fault("inject", "ollama-disk-full")
     lines = _pull(url, "llama3.2:1b")
@@ -99,7 +100,7 @@ def test_ollama_pull_and_load_faults_and_kill(twin):
     before = restarts()
     twin.fault("inject", "kill", "deployment=ollama")
     twin.wait_for(lambda: restarts() == before + 1, timeout=60, what="the killed container to restart")
-    twin.wait_for(lambda: _answers(url), timeout=120, what="Ollama back")
+    twin.wait_for(lambda: answers(url), timeout=120, what="Ollama back")
 
 
 @pytest.mark.slow
@@ -118,13 +119,6 @@ def test_an_image_the_registry_stops_serving_is_not_pulled(twin):
     finally:
         twin.fault("clear", "image-missing")
     twin.wait_for(lambda: "Running" in twin.kubectl("-n", "imgs", "get", "pods").stdout, timeout=60)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _pull(url: str, model: str) -> list[dict]:

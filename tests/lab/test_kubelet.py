@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from tests.lab import manifests
-from tests.twin import ROOT
+from tests.twin import ROOT, answers, refused
 
 pytestmark = pytest.mark.slow
 
@@ -137,25 +137,6 @@ def _processes(text: str) -> list[tuple[int, str]]:
         if text in cmdline:
             found.append((int(entry.name), cmdline))
     return found
-
-
-def _probe(url: str) -> str:
-    """``answers`` (any HTTP response), ``refused`` (connection refused or reset: nothing serves it) or ``slow``."""
-    try:
-        httpx.get(url, timeout=10)
-    except (httpx.NetworkError, httpx.RemoteProtocolError):
-        return "refused"
-    except httpx.TimeoutException:
-        return "slow"
-    return "answers"
-
-
-def _refused(url: str) -> bool:
-    return _probe(url) == "refused"
-
-
-def _answers(url: str) -> bool:
-    return _probe(url) == "answers"
 
 
 def _ready_pods(core, namespace: str, selector: str) -> list:
@@ -298,7 +279,7 @@ def litellm(twin, core):
     )
     twin.kubectl("rollout", "status", "deployment/litellm", "-n", "ml", "--timeout=180s", timeout=200)
     url = twin.endpoints["services"]["ml/litellm"]
-    twin.wait_for(lambda: _answers(url + "/health/liveliness"), timeout=60, what="the ml/litellm Service")
+    twin.wait_for(lambda: answers(url + "/health/liveliness"), timeout=60, what="the ml/litellm Service")
     return url
 
 
@@ -468,7 +449,7 @@ def test_deleting_a_namespace_stops_its_workloads(twin, core):
     twin.kubectl("apply", "-f", "-", stdin=manifests.ollama())
     twin.kubectl("rollout", "status", "deployment/ollama", "-n", "ml", "--timeout=120s")
     services = twin.endpoints["services"]
-    twin.wait_for(lambda: _answers(services["ml/ollama"] + "/"), timeout=30, what="the ml/ollama Service")
+    twin.wait_for(lambda: answers(services["ml/ollama"] + "/"), timeout=30, what="the ml/ollama Service")
     workloads = twin.state()["workloads"]
     ports = [p["port"] for w in workloads.values() for p in w["pods"] if p["port"]]
     assert workloads["ml/ollama"]["ready"] is True and ports
@@ -476,9 +457,9 @@ def test_deleting_a_namespace_stops_its_workloads(twin, core):
 
     twin.kubectl("delete", "namespace", "ml", "--wait=false")
     for url in services.values():
-        twin.wait_for(lambda url=url: _refused(url + "/"), timeout=120, what=f"{url} to stop answering")
+        twin.wait_for(lambda url=url: refused(url + "/"), timeout=120, what=f"{url} to stop answering")
     for port in ports:
-        twin.wait_for(lambda port=port: _refused(f"http://{twin.address}:{port}/"), timeout=60, what="servers to stop")
+        twin.wait_for(lambda port=port: refused(f"http://{twin.address}:{port}/"), timeout=60, what="servers to stop")
     twin.wait_for(lambda: _gone(lambda: core.read_namespace("ml")), timeout=180, what="the namespace to be gone")
     assert twin.state()["workloads"] == {}
     assert not [p for p in processes if Path(f"/proc/{p[0]}").exists()], "the LiteLLM processes are stopped"

@@ -13,7 +13,7 @@ import pytest
 from kubernetes.utils import parse_quantity
 
 from tests.lab import manifests
-from tests.twin import ROOT
+from tests.twin import ROOT, answers, refused
 
 pytestmark = pytest.mark.slow
 
@@ -131,32 +131,13 @@ def test_node_memory_follows_the_lxc_only_after_a_restart(twin):
     )
 
 
-def _probe(url: str) -> str:
-    """``answers`` (any HTTP response), ``refused`` (connection refused or reset: nothing serves it) or ``slow``."""
-    try:
-        httpx.get(url, timeout=10)
-    except (httpx.NetworkError, httpx.RemoteProtocolError):
-        return "refused"
-    except httpx.TimeoutException:
-        return "slow"
-    return "answers"
-
-
-def _refused(url: str) -> bool:
-    return _probe(url) == "refused"
-
-
-def _answers(url: str) -> bool:
-    return _probe(url) == "answers"
-
-
 def test_a_running_ollama_pod_brings_the_emulated_server_up_and_replicas_0_stops_it(twin):
     twin.kubectl("create", "namespace", "ml", check=False)
     twin.kubectl("apply", "-f", "-", stdin=manifests.ollama(node="k3s-worker-02", request="2Gi"))
     twin.kubectl("rollout", "status", "deployment/ollama", "-n", "ml", "--timeout=120s")
     url = twin.endpoints["services"]["ml/ollama"]
     assert url == f"http://{twin.address}:11434"
-    assert twin.wait_for(lambda: _answers(url + "/"), timeout=30, what="the Service to answer")
+    assert twin.wait_for(lambda: answers(url + "/"), timeout=30, what="the Service to answer")
     assert httpx.get(url + "/", timeout=10).text == "Ollama is running"
     assert httpx.get(url + "/api/version", timeout=10).json()["version"] == "0.13.3"
 
@@ -171,8 +152,8 @@ def test_a_running_ollama_pod_brings_the_emulated_server_up_and_replicas_0_stops
     assert httpx.get(direct, timeout=10).text == "Ollama is running"
 
     twin.kubectl("scale", "deployment/ollama", "-n", "ml", "--replicas=0")
-    twin.wait_for(lambda: _refused(url + "/"), timeout=60, what="the Service to stop answering")
-    twin.wait_for(lambda: _refused(direct), timeout=60, what="the emulated server to stop")
+    twin.wait_for(lambda: refused(url + "/"), timeout=60, what="the Service to stop answering")
+    twin.wait_for(lambda: refused(direct), timeout=60, what="the emulated server to stop")
     assert "ml/ollama" not in twin.state()["workloads"]
 
 
