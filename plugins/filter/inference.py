@@ -187,6 +187,60 @@ def model_requirements(entry, size_bytes=None):
     }
 
 
+def detour_plan(tier, tiers, current_models, needed, enabled=True, check=None):
+    """Which tier serves ``tier``'s alias while ``tier`` is replaced, and why (the plan's ``detour`` fields).
+
+    The detour tier is the first other tier (by name) that serves a model now; it is taken only when its own
+    alias answered through LiteLLM just before (``check``: the ``litellm_route_check`` result, whose
+    ``model_group`` must be that alias).
+
+    Args:
+        tier (str): the tier being replaced.
+        tiers (dict): ``inference_tiers`` (tier -> ``alias``, ...).
+        current_models (dict): tier -> the model it serves now.
+        needed (bool): something about the tier is replaced (another model, an LXC resize).
+        enabled (bool): ``inference_detour``.
+        check (dict | None): the route check of the detour tier's alias; None when it was not run.
+
+    Returns:
+        dict: ``detour`` (the other tier, or None) and ``detour_note`` (what the plan and report say).
+    """
+    alias = tiers[tier]["alias"]
+    others = sorted(t for t in current_models if t != tier and t in tiers)
+    other = others[0] if others else None
+    if not needed:
+        return {"detour": None, "detour_note": f"no detour: nothing about tier {tier} is replaced"}
+    if not enabled:
+        return {"detour": None, "detour_note": f"no detour (inference_detour is false): {alias} may see failures"}
+    if other is None:
+        return {"detour": None, "detour_note": f"no detour: no other tier serves a model; {alias} may see failures"}
+    other_alias = tiers[other]["alias"]
+    check = check or {}
+    if check.get("model_group") == other_alias and not check.get("failed"):
+        return {
+            "detour": other,
+            "detour_note": f"detour: alias {alias} is served by tier {other} ({other_alias}) "
+            f"while tier {tier} is replaced",
+        }
+    why = str(check.get("msg") or "it was not checked")[:200]
+    return {
+        "detour": None,
+        "detour_note": f"no detour: alias {other_alias} of tier {other} does not answer through LiteLLM ({why}); "
+        f"clients of {alias} may see failures while tier {tier} is replaced",
+    }
+
+
+def plan_detours(plan):
+    """tier -> detour tier, for the tiers of ``plan`` (``inference_preflight_plan``) that have a detour."""
+    return {tier: entry["detour"] for tier, entry in (plan or {}).items() if (entry or {}).get("detour")}
+
+
+def detour_tier(current_models, tier):
+    """The tier whose alias is checked for a detour of ``tier``: the first other tier by name, or None."""
+    others = sorted(t for t in current_models if t != tier)
+    return others[0] if others else None
+
+
 def quantity_mib(quantity):
     """A Kubernetes quantity (``"20709376Ki"``, ``"16Gi"``) in MiB (float), using the kubernetes client's parser.
 
@@ -211,4 +265,7 @@ class FilterModule:
             "registry_manifest_path": registry_manifest_path,
             "model_requirements": model_requirements,
             "quantity_mib": quantity_mib,
+            "detour_plan": detour_plan,
+            "detour_tier": detour_tier,
+            "plan_detours": plan_detours,
         }

@@ -10,6 +10,7 @@ from ansible.module_utils.inference_run import (
     HAS_KUBERNETES,
     RunLock,
     RunLockError,
+    controller_pid,
     holder_identity,
     micro_time,
     now,
@@ -142,6 +143,10 @@ holder:
   description: This run's holder identity.
   returned: always
   type: str
+controller_pid:
+  description: PID of the C(ansible-playbook) process of this run (helpers such as M(llm_probe) stop when it is gone).
+  returned: always
+  type: int
 record:
   description: The run record after the call (C(run_id), C(holder), C(step), C(status), C(updated) and O(data)).
   returned: always
@@ -187,6 +192,7 @@ class InferenceRun:
     def run(self) -> dict:
         p = self.module.params
         result = {"changed": False, "holder": self.holder, "lease": {}, "record": {}, "unfinished": None}
+        result["controller_pid"] = controller_pid()
         result["taken_over"] = None
         try:
             record = self.lock.read_record() or {}

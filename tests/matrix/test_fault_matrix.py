@@ -251,7 +251,8 @@ def test_vllm_down_during_the_drill(twin):
 
 def test_litellm_crashing_on_a_bad_config(twin):
     # a model entry the proxy cannot load: LiteLLM exits at start ("Application startup failed"), the new Pod
-    # never gets ready; the old one keeps serving (RollingUpdate, maxUnavailable 0) until the rollback
+    # never gets ready; the old one keeps serving (RollingUpdate, maxUnavailable 0) until the rollback. The first
+    # LiteLLM change of the run is the detour, so that is the step that fails
     openai = {
         "model_name": "openai-gpt4o",
         "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:9/v1", "timeout": 1},
@@ -263,7 +264,7 @@ def test_litellm_crashing_on_a_bad_config(twin):
         }
     )
     run = upgrade(twin, "qwen2.5:3b", "-e", bad)
-    assert_failed_and_back(twin, run, "switch", "LiteLLM")
+    assert_failed_and_back(twin, run, "detour", "LiteLLM")
 
 
 @pytest.mark.parametrize("step", ["capacity", "deploy", "gate", "switch"])

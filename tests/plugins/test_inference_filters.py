@@ -2,7 +2,16 @@
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from inference import litellm_routes, model_name_problem, model_requirements, ollama_tag, registry_manifest_path
+from inference import (
+    detour_plan,
+    detour_tier,
+    litellm_routes,
+    model_name_problem,
+    model_requirements,
+    ollama_tag,
+    plan_detours,
+    registry_manifest_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -129,3 +138,33 @@ model_list:
 """
     assert litellm_routes(config) == {"ollama-qwen": "phi4-mini:latest", "vllm-qwen": "Qwen/Qwen3-8B-AWQ"}
     assert litellm_routes("") == {} and litellm_routes(": not yaml: [") == {}
+
+
+TIERS = {"ollama": {"alias": "ollama-qwen"}, "vllm": {"alias": "vllm-qwen"}}
+NOW = {"ollama": "phi4-mini", "vllm": "Qwen/Qwen3-8B-AWQ"}
+
+
+def test_detour_to_the_other_tier_when_its_alias_answers():
+    got = detour_plan("ollama", TIERS, NOW, True, True, {"model_group": "vllm-qwen", "failed": False})
+    assert got["detour"] == "vllm"
+    assert "ollama-qwen is served by tier vllm" in got["detour_note"]
+
+
+@pytest.mark.parametrize(
+    ("needed", "enabled", "now", "check", "why"),
+    [
+        (False, True, NOW, None, "nothing about tier ollama is replaced"),
+        (True, False, NOW, None, "inference_detour is false"),
+        (True, True, {"ollama": "phi4-mini"}, None, "no other tier"),
+        (True, True, NOW, {"model_group": "ollama-qwen", "msg": "served by a fallback"}, "does not answer"),
+        (True, True, NOW, {"failed": True, "msg": "HTTP 500"}, "HTTP 500"),
+    ],
+)
+def test_no_detour_says_why(needed, enabled, now, check, why):
+    got = detour_plan("ollama", TIERS, now, needed, enabled, check)
+    assert got["detour"] is None and why in got["detour_note"]
+
+
+def test_plan_detours_and_detour_tier():
+    assert plan_detours({"ollama": {"detour": "vllm"}, "vllm": {"detour": None}, "x": {}}) == {"ollama": "vllm"}
+    assert detour_tier(NOW, "vllm") == "ollama" and detour_tier({"vllm": "m"}, "vllm") is None

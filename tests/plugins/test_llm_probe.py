@@ -1,0 +1,151 @@
+"""The client probe counts what a client sees: failed requests, the longest gap, answers by a fallback; and it
+stops on its stop file or when its owner process is gone."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from ansible.module_utils.llm_probe import ClientProbe, ProbeEvent, pid_alive, summarize
+from ansible.module_utils.openai_client import OpenAIClient
+
+
+def test_summary_counts_failures_and_the_longest_gap():
+    t0 = 1_000_000.0
+    events = [
+        ProbeEvent("a", t0 + 0, 0.1, True, model_group="a"),
+        ProbeEvent("a", t0 + 1, 0.1, False, error="HTTP 500"),
+        ProbeEvent("a", t0 + 2, 0.1, False, error="refused"),
+        ProbeEvent("a", t0 + 3, 0.5, True, model_group="a"),  # the gap: from 1.0 to 3.5
+        ProbeEvent("a", t0 + 4, 0.1, False, error="HTTP 500"),
+        ProbeEvent("a", t0 + 5, 0.2, True, model_group="b", fallback=True),  # 4.0 to 5.2
+        ProbeEvent("b", t0 + 0, 0.3, True, model_group="b"),
+    ]
+    got = summarize(events, ["a", "b", "c"], t0, t0 + 6, 1.0, "stop file")
+    a = got["aliases"]["a"]
+    assert (a["requests"], a["failed"], a["fallbacks"]) == (6, 3, 1)
+    assert a["longest_gap_s"] == pytest.approx(2.5)
+    assert a["slowest_s"] == pytest.approx(0.5)
+    assert a["errors"][0]["message"] == "HTTP 500" and a["errors"][0]["count"] == 2
+    assert a["model_groups"] == {"a": 2, "b": 1}
+    assert got["aliases"]["b"] == {
+        "requests": 1,
+        "failed": 0,
+        "fallbacks": 0,
+        "longest_gap_s": 0.0,
+        "slowest_s": 0.3,
+        "errors": [],
+        "model_groups": {"b": 1},
+    }
+    assert got["aliases"]["c"]["requests"] == 0
+    assert (got["failed"], got["longest_gap_s"], got["stopped_by"]) == (3, 2.5, "stop file")
+    assert got["summary"].startswith("3 of 7 requests failed in 6 s; a: 3 of 6 failed, longest gap 2.5 s")
+
+
+def test_a_gap_still_open_at_the_end_lasts_until_the_end():
+    t0 = 50.0
+    events = [ProbeEvent("a", t0, 0.1, True), ProbeEvent("a", t0 + 2, 0.1, False, error="x")]
+    assert summarize(events, ["a"], t0, t0 + 10, 1.0)["aliases"]["a"]["longest_gap_s"] == 8.0
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint: alias ``up`` answers; ``flaky`` fails while ``server.down`` is set;
+    ``rescued`` answers as its fallback would."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append(body)
+        alias = body["model"]
+        if alias == "flaky" and self.server.down.is_set():
+            self._send(500, {"error": {"message": "all deployments failed"}}, {})
+            return
+        headers = {"x-litellm-model-group": alias, "x-litellm-attempted-fallbacks": "0"}
+        if alias == "rescued":
+            headers = {"x-litellm-model-group": "up", "x-litellm-attempted-fallbacks": "1"}
+        self._send(200, {"choices": [{"message": {"role": "assistant", "content": "OK"}}]}, headers)
+
+    def _send(self, status, data, headers):
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+@pytest.fixture
+def proxy():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    server.bodies, server.down = [], threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_probe_sees_an_outage_and_its_end(proxy, tmp_path):
+    base = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
+    stop = tmp_path / "stop"
+    events = tmp_path / "probe.jsonl"
+    probe = ClientProbe(
+        lambda: OpenAIClient(base, api_key="k", timeout=5),
+        ["up", "flaky", "rescued"],
+        interval=0.05,
+        timeout=5,
+        max_tokens=4,
+        should_stop=lambda: "stop file" if stop.exists() else None,
+        events_file=str(events),
+    )
+    runner = threading.Thread(target=lambda: setattr(probe, "result", probe.run()))
+    runner.start()
+    time.sleep(0.3)
+    proxy.down.set()
+    time.sleep(0.5)
+    proxy.down.clear()
+    time.sleep(0.3)
+    stop.touch()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    got = probe.result
+    assert got["stopped_by"] == "stop file"
+    assert got["aliases"]["up"]["failed"] == 0 and got["aliases"]["up"]["requests"] >= 10
+    flaky = got["aliases"]["flaky"]
+    assert flaky["failed"] >= 5
+    assert 0.45 <= flaky["longest_gap_s"] < 2.0
+    assert "all deployments failed" in flaky["errors"][0]["message"]
+    rescued = got["aliases"]["rescued"]
+    assert rescued["failed"] == 0 and rescued["fallbacks"] == rescued["requests"] > 0
+    assert rescued["model_groups"] == {"up": rescued["requests"]}
+    # what a client sends: the alias, a short prompt, a small max_tokens, nothing else of ours
+    assert {tuple(sorted(b)) for b in proxy.bodies} == {("max_tokens", "messages", "model", "stream")}
+    assert len(events.read_text().splitlines()) == sum(a["requests"] for a in got["aliases"].values())
+
+
+def test_a_refused_connection_is_a_failure(tmp_path):
+    probe = ClientProbe(
+        lambda: OpenAIClient("http://127.0.0.1:9/v1", timeout=2),
+        ["x"],
+        interval=0.05,
+        timeout=2,
+        max_tokens=4,
+        should_stop=lambda: "enough" if len(probe.events) >= 3 else None,
+    )
+    got = probe.run()
+    assert got["aliases"]["x"]["failed"] == got["aliases"]["x"]["requests"] >= 3
+    assert got["stopped_by"] == "enough"
+
+
+def test_pid_alive_tells_a_finished_process():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert pid_alive(threading.get_native_id())
