@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -460,6 +460,27 @@ class _Request:
     inline: bool
     keep_alive: Any
     stream: bool
+    num_predict: int | None = None  # options.num_predict: at most this many tokens (LiteLLM's max_tokens)
+
+
+def _limit(answer: Answer, num_predict: int | None) -> tuple[Answer, str]:
+    """Stop ``answer`` after ``num_predict`` tokens, as Ollama does (``done_reason`` ``length``): thinking first,
+    then the content, cut in proportion; generation time shrinks with the tokens."""
+    if not num_predict or num_predict < 0 or answer.completion_tokens <= num_predict:
+        return answer, "stop"
+    keep = num_predict / answer.completion_tokens
+    thinking = answer.thinking or ""
+    chars = int((len(thinking) + len(answer.content)) * keep)
+    eval_s = answer.eval_s * keep
+    limited = replace(
+        answer,
+        thinking=thinking[:chars] or None if answer.thinking is not None else None,
+        content=answer.content[: max(0, chars - len(thinking))],
+        completion_tokens=num_predict,
+        eval_s=eval_s,
+        latency_s=answer.prompt_eval_s + eval_s,
+    )
+    return limited, "length"
 
 
 EMULATOR_KEY: web.AppKey[OllamaEmulator] = web.AppKey("ollama_emulator", OllamaEmulator)
@@ -646,14 +667,17 @@ async def _infer(request: web.Request, req: _Request, endpoint: str) -> web.Stre
         emu.pending -= 1
     try:
         async with runner.slots:
-            answer = generate(
-                req.model.behaviour, req.model.name, req.messages, req.constrained, req.thinks, req.inline
+            answer, done_reason = _limit(
+                generate(req.model.behaviour, req.model.name, req.messages, req.constrained, req.thinks, req.inline),
+                req.num_predict,
             )
             scale = emu.time_scale
             if not req.stream:
                 await emu.sleep_real(answer.latency_s)
                 final = payload(answer.content, answer.thinking, True)
-                return web.json_response({**final, "done_reason": "stop", **_stats(answer, started, load_s, scale)})
+                return web.json_response(
+                    {**final, "done_reason": done_reason, **_stats(answer, started, load_s, scale)}
+                )
             response = await _ndjson_start(request)
             await emu.sleep_real(answer.prompt_eval_s)
             pieces = [("thinking", p) for p in _split(answer.thinking or "", STREAM_CHUNKS)]
@@ -664,7 +688,7 @@ async def _infer(request: web.Request, req: _Request, endpoint: str) -> web.Stre
                     await _write_line(response, payload("", piece, False))
                 else:
                     await _write_line(response, payload(piece, None, False))
-            final = {**payload("", None, True), "done_reason": "stop", **_stats(answer, started, load_s, scale)}
+            final = {**payload("", None, True), "done_reason": done_reason, **_stats(answer, started, load_s, scale)}
             await _write_line(response, final)
             await response.write_eof()
             return response
@@ -691,7 +715,19 @@ def _request_common(emu: OllamaEmulator, body: dict, messages: list[dict]) -> _R
         inline=inline,
         keep_alive=keep_alive,
         stream=body.get("stream", True) is not False,
+        num_predict=_num_predict(body.get("options")),
     )
+
+
+def _num_predict(options: Any) -> int | None:
+    """``options.num_predict`` (an int; -1 or absent: no limit), or a 400 like Ollama's for a wrong type."""
+    value = (options or {}).get("num_predict") if isinstance(options, dict) else None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, f'option "num_predict" must be of type integer: {value!r}') from exc
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:

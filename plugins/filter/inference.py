@@ -16,6 +16,7 @@ qwen2.5:14b (9 GB) -> 16Gi limit, 4Gi request, 20 GB LXC (story 12.8).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -241,6 +242,83 @@ def detour_tier(current_models, tier):
     return others[0] if others else None
 
 
+def helm_stuck_fix(history, release, namespace):
+    """The command that puts back a Helm release stuck in a pending operation.
+
+    Args:
+        history (list[dict] | str): ``helm history RELEASE -o json`` (``revision``, ``status`` ...), parsed or not.
+        release (str): the release name.
+        namespace (str): its namespace.
+
+    Returns:
+        str: ``helm rollback RELEASE N -n NAMESPACE`` with N the newest revision that was deployed (status
+        ``deployed`` or ``superseded``); ``helm uninstall RELEASE -n NAMESPACE`` when none ever was.
+    """
+    if isinstance(history, str):
+        history = json.loads(history or "[]")
+    good = [int(h["revision"]) for h in history or [] if h.get("status") in ("deployed", "superseded")]
+    if good:
+        return f"helm rollback {release} {max(good)} -n {namespace}"
+    return f"helm uninstall {release} -n {namespace}"
+
+
+def pod_problems(pods, logs=None, max_log_lines=5):
+    """Why the Pods of a release are not ready, in one line each: what ``kubectl describe`` and ``kubectl logs``
+    would show an operator after a failed ``helm --wait`` ("context deadline exceeded" alone says nothing).
+
+    Args:
+        pods (list[dict]): Pod objects (``kubernetes.core.k8s_info`` ``resources``).
+        logs (list[dict] | None): ``kubernetes.core.k8s_log`` results, each with ``item`` (the Pod) and
+            ``log_lines``; matched to the Pods by name.
+        max_log_lines (int): how many of the last non-empty log lines to quote per Pod.
+
+    Returns:
+        str: e.g. ``pod ml/vllm-server-6d9f (node k3s-gpu-worker): container vllm CrashLoopBackOff, last exit
+        code 1 (Error); log: ... ValueError: ...``; empty when every Pod is ready.
+    """
+    by_name = {}
+    for result in logs or []:
+        pod = (result or {}).get("item") or {}
+        lines = [line for line in (result or {}).get("log_lines") or [] if str(line).strip()]
+        by_name[(pod.get("metadata") or {}).get("name")] = lines[-int(max_log_lines) :]
+    out = []
+    for pod in pods or []:
+        meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        if (conditions.get("Ready") or {}).get("status") == "True":
+            continue
+        where = f"pod {meta.get('namespace')}/{meta.get('name')} (node {spec.get('nodeName') or 'none'})"
+        parts = []
+        scheduled = conditions.get("PodScheduled") or {}
+        if scheduled.get("status") == "False":
+            parts.append(f"not scheduled: {scheduled.get('message') or scheduled.get('reason') or '?'}")
+        for c in status.get("containerStatuses") or []:
+            state, last = c.get("state") or {}, c.get("lastState") or {}
+            text = f"container {c.get('name')}"
+            if "waiting" in state:
+                w = state["waiting"]
+                text += f" {w.get('reason') or 'waiting'}" + (f": {w['message']}" if w.get("message") else "")
+            elif "terminated" in state:
+                t = state["terminated"]
+                text += f" terminated, exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
+            elif "running" in state:
+                text += " running, not ready"
+            if "terminated" in last:
+                t = last["terminated"]
+                text += f", last exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
+            if c.get("restartCount"):
+                text += f", {c['restartCount']} restarts"
+            parts.append(text)
+        if by_name.get(meta.get("name")):
+            parts.append("log: " + " | ".join(str(line).strip() for line in by_name[meta.get("name")]))
+        if not parts:
+            parts.append(f"phase {status.get('phase') or '?'}")
+        out.append(f"{where}: " + "; ".join(parts))
+    return ". ".join(out)
+
+
 def quantity_mib(quantity):
     """A Kubernetes quantity (``"20709376Ki"``, ``"16Gi"``) in MiB (float), using the kubernetes client's parser.
 
@@ -268,4 +346,6 @@ class FilterModule:
             "detour_plan": detour_plan,
             "detour_tier": detour_tier,
             "plan_detours": plan_detours,
+            "helm_stuck_fix": helm_stuck_fix,
+            "pod_problems": pod_problems,
         }

@@ -42,6 +42,17 @@ class RunLockError(Exception):
     """The lock is held by another run, was lost, or the API refused a request; the message says which."""
 
 
+def unreachable(host: str, kubeconfig: str | None, exc: BaseException) -> str:
+    """The message for a Kubernetes API that could not be reached (no HTTP answer at all): it names the URL,
+    the kubeconfig and the connection error, so it is never mistaken for the API saying no."""
+    reason = getattr(exc, "reason", None) or exc
+    return (
+        f"cannot reach the Kubernetes API at {host} (kubeconfig {kubeconfig or '~/.kube/config'}): {reason}. "
+        "Check inference_kubeconfig and inference_kube_context, and that the API server runs and this machine can "
+        "reach it"
+    )
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 

@@ -14,7 +14,14 @@ from ansible.module_utils.inference_run import (
     holder_identity,
     micro_time,
     now,
+    unreachable,
 )
+
+try:
+    import urllib3
+    from kubernetes.config.config_exception import ConfigException
+except ImportError:  # pragma: no cover - reported by main() with missing_required_lib
+    pass
 
 DOCUMENTATION = r"""
 module: inference_run
@@ -229,6 +236,9 @@ class InferenceRun:
                 result["changed"] = self.lock.release(self.holder)
         except RunLockError as exc:
             self.module.fail_json(msg=str(exc), **result)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            msg = unreachable(self.lock.api.configuration.host, p["kubeconfig"], exc)
+            self.module.fail_json(msg=msg + (". Nothing was changed." if p["state"] == "acquired" else "."), **result)
         finally:
             self.lock.close()
         return result
@@ -252,7 +262,11 @@ def main():
     module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
     if not HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"))
-    module.exit_json(**InferenceRun(module).run())
+    try:
+        run = InferenceRun(module)
+    except ConfigException as exc:
+        module.fail_json(msg=f"cannot load kubeconfig {module.params['kubeconfig'] or '~/.kube/config'}: {exc}")
+    module.exit_json(**run.run())
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
 
@@ -180,7 +183,23 @@ def test_proxmox_api_500_before_the_run(twin):
 def test_proxmox_api_unreachable_before_the_run(twin):
     twin.fault("inject", "proxmox-down")
     run = upgrade(twin, "qwen2.5:14b")
-    assert_refused_unchanged(twin, run, "cannot", twin.address)
+    # "cannot reach", never the API saying no: the URL and the connection error
+    assert_refused_unchanged(
+        twin, run, f"cannot reach https://{twin.address}:8006/api2/json", "Connection refused", "Nothing was changed"
+    )
+
+
+def test_kubernetes_api_unreachable_before_the_run(twin, tmp_path):
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(Path(twin.kubeconfig).read_text().replace(f"{twin.address}:6443", f"{twin.address}:1"))
+    run = upgrade(twin, "qwen2.5:14b", "-e", f"inference_kubeconfig={unreachable}")
+    assert_refused_unchanged(
+        twin,
+        run,
+        f"cannot reach the Kubernetes API at https://{twin.address}:1 (kubeconfig {unreachable})",
+        "Connection refused",
+        "Nothing was changed",
+    )
 
 
 def test_proxmox_task_failure_on_the_restart(twin):
@@ -193,6 +212,56 @@ def test_host_memory_short(twin):
     assert_refused_unchanged(
         twin, upgrade(twin, "qwen2.5:14b"), "too large for the Proxmox host", "Nothing was changed"
     )
+
+
+def helm(twin: Twin, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [HELM, *args, "-n", "ml", "--kubeconfig", twin.kubeconfig],
+        capture_output=True,
+        text=True,
+        check=check,
+        env=twin.env,
+    )
+
+
+def test_a_helm_release_stuck_in_pending_upgrade(twin):
+    # what a helm killed while it waits leaves behind (real Helm against the real API server): the release's
+    # newest revision stays pending-upgrade and Helm refuses any other operation on it
+    chart = str(ROOT / "charts" / "litellm")
+    wait = ("--reuse-values", "--set", "image.tag=missing", "--wait", "--timeout", "120s")
+    stuck = subprocess.Popen(
+        [HELM, "upgrade", "litellm", chart, "-n", "ml", "--kubeconfig", twin.kubeconfig, *wait],
+        env=twin.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        twin.wait_for(
+            lambda: (
+                json.loads(helm(twin, "history", "litellm", "-o", "json").stdout)[-1]["status"] == "pending-upgrade"
+            ),
+            what="a pending-upgrade revision",
+        )
+    finally:
+        stuck.kill()
+        stuck.wait()
+    run = upgrade(twin, "qwen2.5:3b")
+    assert run.returncode != 0
+    assert "Helm release litellm is stuck in pending-upgrade" in run.stdout, run.stdout[-3000:]
+    assert "Nothing was changed" in run.stdout and "Record the current state" not in run.stdout
+    fix = re.search(r"Put it back with: helm rollback litellm (\d+) -n ml", run.stdout)
+    assert fix, run.stdout[-3000:]
+    # the command the message gives puts the release back; the old LiteLLM Pod served all along
+    helm(twin, "rollback", "litellm", fix.group(1), "--wait")
+    assert dump(twin) == twin.baseline and answers_through_litellm(twin)
+
+
+def test_a_runtime_that_never_gets_ready_names_its_own_cause(twin):
+    # an image tag the registry does not have: Helm's --wait only says "context deadline exceeded"; the play
+    # must say what the Pod says (ErrImagePull / ImagePullBackOff and the image)
+    run = upgrade(twin, "qwen2.5:3b", "-e", "ollama_image_tag=0.13.99", "-e", "inference_rollout_timeout=20")
+    assert_failed_and_back(twin, run, "deploy", "context deadline exceeded", "Why: pod ml/ollama-", "ollama:0.13.99")
+    assert "ImagePullBackOff" in run.stdout or "ErrImagePull" in run.stdout, run.stdout[-3000:]
 
 
 def test_ollama_pull_error_mid_stream(twin):
@@ -267,7 +336,33 @@ def test_litellm_crashing_on_a_bad_config(twin):
     assert_failed_and_back(twin, run, "detour", "LiteLLM")
 
 
-@pytest.mark.parametrize("step", ["capacity", "deploy", "gate", "switch"])
+def test_a_route_whose_answers_think_fails_the_routed_gate(twin):
+    # a catalog entry that forgets Qwen3 thinks, and a route without JSON answers: the route then lacks the
+    # thinking switch. The direct gate passes (it asks the model not to think); what clients get does not.
+    group_vars = ROOT / "inventory" / "lab" / "group_vars" / "all"
+    tiers = yaml.safe_load((group_vars / "main.yml").read_text())["inference_tiers"]
+    catalog = yaml.safe_load((group_vars / "models.yml").read_text())["inference_model_catalog"]
+    tiers["vllm"]["route_params"] = {}
+    catalog["Qwen/Qwen3-8B-AWQ"]["thinks"] = False
+    run = playbook(
+        twin,
+        "upgrade-model.yml",
+        "-e",
+        "tier=vllm",
+        "-e",
+        "model=Qwen/Qwen3-8B-AWQ",
+        "-e",
+        json.dumps({"inference_tiers": tiers, "inference_model_catalog": catalog}),
+    )
+    assert run.returncode != 0 and "failed at step 'routed gate'" in run.stdout, run.stdout[-3000:]
+    assert "Gate through LiteLLM failed for alias vllm-qwen" in run.stdout and "thinking" in run.stdout
+    assert "Rolled back to Qwen/Qwen3-8B-AWQ; it answers again" in run.stdout
+    assert dump(twin) == twin.baseline and answers_through_litellm(twin, "vllm-qwen")
+
+
+# the steps after which the state differs: capacity (node drained, LXC resizing), deploy (LXC grown, release at the
+# new values, maybe a Helm release left pending), switch (LiteLLM and the consumers changed). The gate only reads.
+@pytest.mark.parametrize("step", ["capacity", "deploy", "switch"])
 def test_controller_killed_at_a_step_then_run_again(twin, step):
     killed = upgrade(twin, "qwen2.5:14b", kill_at_step=step)
     assert killed.returncode == -signal.SIGKILL

@@ -337,6 +337,22 @@ def test_streamed_chat_matches_unstreamed(ollama_factory):
     assert chunks[-1]["eval_count"] > 0
 
 
+def test_num_predict_stops_the_answer_like_ollama(ollama_factory):
+    # LiteLLM sends a client's max_tokens as options.num_predict; Ollama stops there with done_reason "length"
+    _, server = ollama_factory()
+    OllamaClient(server.url).pull("llama3.2:1b")
+    body = {"model": "llama3.2:1b", "messages": classify("n"), "format": "json", "stream": False}
+    whole = httpx.post(server.url + "/api/chat", json=body, timeout=30).json()
+    short = httpx.post(server.url + "/api/chat", json={**body, "options": {"num_predict": 4}}, timeout=30).json()
+    assert whole["done_reason"] == "stop" and whole["eval_count"] > 4
+    assert short["done_reason"] == "length" and short["eval_count"] == 4
+    assert whole["message"]["content"].startswith(short["message"]["content"])
+    assert len(short["message"]["content"]) < len(whole["message"]["content"])
+    assert short["eval_duration"] < whole["eval_duration"]
+    bad = httpx.post(server.url + "/api/chat", json={**body, "options": {"num_predict": "x"}}, timeout=30)
+    assert bad.status_code == 400 and "num_predict" in bad.json()["error"]
+
+
 def test_generate_endpoint_and_preload(ollama_factory):
     _, server = ollama_factory()
     client = OllamaClient(server.url)

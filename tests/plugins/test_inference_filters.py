@@ -1,15 +1,19 @@
 """The sizing formula reproduces the operator's numbers and fails clearly without a size."""
 
+import json
+
 import pytest
 from ansible.errors import AnsibleFilterError
 from inference import (
     detour_plan,
     detour_tier,
+    helm_stuck_fix,
     litellm_routes,
     model_name_problem,
     model_requirements,
     ollama_tag,
     plan_detours,
+    pod_problems,
     registry_manifest_path,
 )
 
@@ -168,3 +172,54 @@ def test_no_detour_says_why(needed, enabled, now, check, why):
 def test_plan_detours_and_detour_tier():
     assert plan_detours({"ollama": {"detour": "vllm"}, "vllm": {"detour": None}, "x": {}}) == {"ollama": "vllm"}
     assert detour_tier(NOW, "vllm") == "ollama" and detour_tier({"vllm": "m"}, "vllm") is None
+
+
+def test_helm_stuck_fix_rolls_back_to_the_newest_good_revision():
+    history = [
+        {"revision": 4, "status": "superseded"},
+        {"revision": 5, "status": "deployed"},
+        {"revision": 6, "status": "pending-upgrade"},
+    ]
+    assert helm_stuck_fix(history, "ollama", "ml") == "helm rollback ollama 5 -n ml"
+    assert helm_stuck_fix(json.dumps(history[:1] + history[2:]), "ollama", "ml") == "helm rollback ollama 4 -n ml"
+    assert helm_stuck_fix([{"revision": 1, "status": "pending-install"}], "x", "ml") == "helm uninstall x -n ml"
+
+
+def _pod(name, ready=False, node="k3s-gpu-worker", containers=(), scheduled=None):
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if scheduled:
+        conditions.append({"type": "PodScheduled", "status": "False", "message": scheduled})
+    return {
+        "metadata": {"namespace": "ml", "name": name},
+        "spec": {"nodeName": node} if node else {},
+        "status": {
+            "phase": "Running" if node else "Pending",
+            "conditions": conditions,
+            "containerStatuses": list(containers),
+        },
+    }
+
+
+def test_pod_problems_says_why_a_release_is_not_ready():
+    crashing = _pod(
+        "vllm-server-1",
+        containers=[
+            {
+                "name": "vllm",
+                "restartCount": 3,
+                "state": {
+                    "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}
+                },
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }
+        ],
+    )
+    pending = _pod("ollama-2", node=None, scheduled="0/4 nodes are available: 1 Insufficient memory.")
+    logs = [{"item": crashing, "log_lines": ["INFO starting", "", "ValueError: not enough KV cache memory"]}]
+    got = pod_problems([crashing, pending, _pod("litellm-3", ready=True)], logs, 2)
+    assert got == (
+        "pod ml/vllm-server-1 (node k3s-gpu-worker): container vllm CrashLoopBackOff: back-off 40s restarting failed"
+        " container, last exit code 1 (Error), 3 restarts; log: INFO starting | ValueError: not enough KV cache memory."
+        " pod ml/ollama-2 (node none): not scheduled: 0/4 nodes are available: 1 Insufficient memory."
+    )
+    assert pod_problems([_pod("ok", ready=True)]) == ""
