@@ -93,6 +93,9 @@ class ClientProbe:
         should_stop (Callable[[], str | None]): returns why the probe stops (for example ``"stop file"``), or
             None to go on; asked before each request and while waiting.
         events_file (str | None): when set, each event is appended to it as a JSON line as it happens.
+        paused (Callable[[str], bool] | None): True while requests to that alias must wait (for example while a
+            gate measures the latency of the runtime that serves it: probe requests would queue with the gate's);
+            the paused time is reported per alias.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class ClientProbe:
         max_tokens: int,
         should_stop: Callable[[], str | None],
         events_file: str | None = None,
+        paused: Callable[[str], bool] | None = None,
     ):
         self.client_factory = client_factory
         self.aliases = list(aliases)
@@ -112,6 +116,8 @@ class ClientProbe:
         self.max_tokens = int(max_tokens)
         self.should_stop = should_stop
         self.events_file = events_file
+        self.paused = paused or (lambda alias: False)
+        self.paused_s: dict[str, float] = {alias: 0.0 for alias in self.aliases}
         self.events: list[ProbeEvent] = []
         self.stopped_by: str | None = None
         self._lock = threading.Lock()
@@ -166,6 +172,10 @@ class ClientProbe:
         try:
             while self._stop_reason() is None:
                 began = time.monotonic()
+                if self.paused(alias):
+                    self._done.wait(min(self.interval, 0.2))
+                    self.paused_s[alias] += time.monotonic() - began
+                    continue
                 self._record(self.request(client, alias))
                 while self._stop_reason() is None:
                     left = self.interval - (time.monotonic() - began)
@@ -183,7 +193,7 @@ class ClientProbe:
             thread.start()
         for thread in threads:
             thread.join()
-        return summarize(self.events, self.aliases, started, time.time(), self.interval, self.stopped_by)
+        return summarize(self.events, self.aliases, started, time.time(), self.interval, self.stopped_by, self.paused_s)
 
 
 def summarize(
@@ -193,6 +203,7 @@ def summarize(
     finished: float,
     interval: float,
     stopped_by: str | None = None,
+    paused_s: dict[str, float] | None = None,
 ) -> dict:
     """The probe's figures per alias (see the module docstring for each one's meaning).
 
@@ -202,12 +213,14 @@ def summarize(
         started (float), finished (float): wall-clock bounds of the probe, seconds since the epoch.
         interval (float): the probe interval, seconds (reported back).
         stopped_by (str | None): why the probe stopped.
+        paused_s (dict[str, float] | None): alias -> seconds its requests were paused.
 
     Returns:
         dict: ``summary`` (one line for people), ``started``, ``finished`` (ISO 8601), ``duration_s``,
         ``interval_s``, ``stopped_by``, ``failed`` (all aliases), ``longest_gap_s`` (all aliases) and
         ``aliases``: alias -> ``requests``, ``failed``, ``fallbacks``, ``longest_gap_s``, ``slowest_s``,
-        ``errors`` (list of ``message``, ``count``, ``first``, ``last``), ``model_groups`` (model group -> answers).
+        ``errors`` (list of ``message``, ``count``, ``first``, ``last``), ``model_groups`` (model group -> answers),
+        ``paused_s``.
     """
     per_alias: dict[str, dict] = {}
     for alias in aliases:
@@ -239,12 +252,14 @@ def summarize(
             "slowest_s": round(max((e.duration for e in answered), default=0.0), 2),
             "errors": sorted(errors.values(), key=lambda e: -e["count"])[:10],
             "model_groups": groups,
+            "paused_s": round((paused_s or {}).get(alias, 0.0), 1),
         }
     failed = sum(a["failed"] for a in per_alias.values())
     requests = sum(a["requests"] for a in per_alias.values())
     summary = f"{failed} of {requests} requests failed in {finished - started:.0f} s; " + ", ".join(
         f"{alias}: {a['failed']} of {a['requests']} failed, longest gap {a['longest_gap_s']:g} s"
         + (f", {a['fallbacks']} answered by a fallback" if a["fallbacks"] else "")
+        + (f", paused {a['paused_s']:g} s during a gate" if a["paused_s"] else "")
         for alias, a in per_alias.items()
     )
     return {

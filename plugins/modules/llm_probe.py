@@ -74,6 +74,11 @@ options:
       - Seconds after which the probe stops in any case. Keep the task's C(async) above it.
     type: float
     default: 7200
+  pause_file:
+    description:
+      - While this file exists, the aliases it lists (one per line) are not requested, so that probe requests do
+        not queue with a gate's on the runtime that serves them; the time is reported per alias (C(paused_s)).
+    type: path
   events_file:
     description:
       - When set, every request is appended to this file as a JSON line (C(alias), C(start) in seconds since the
@@ -154,7 +159,8 @@ probe:
         - Alias -> C(requests), C(failed), C(fallbacks) (answers a fallback model group gave),
           C(longest_gap_s) (from the start of the first failed request of a run of failures to the end of the
           next answer, or the end of the probe; 0 without failures), C(slowest_s) (the slowest answer),
-          C(errors) (C(message), C(count), C(first), C(last)), C(model_groups) (model group -> answers).
+          C(errors) (C(message), C(count), C(first), C(last)), C(model_groups) (model group -> answers),
+          C(paused_s) (seconds its requests were paused through O(pause_file)).
       type: dict
   sample:
     started: "2026-11-30T10:15:00.000+00:00"
@@ -166,7 +172,7 @@ probe:
     longest_gap_s: 0.0
     aliases:
       ollama-qwen: {requests: 790, failed: 0, fallbacks: 0, longest_gap_s: 0.0, slowest_s: 2.1, errors: [],
-                    model_groups: {ollama-qwen: 790}}
+                    model_groups: {ollama-qwen: 790}, paused_s: 0.0}
 """
 
 
@@ -180,6 +186,7 @@ def module_args() -> dict:
         owner_pid=dict(type="int"),
         max_duration=dict(type="float", default=7200.0),
         events_file=dict(type="path"),
+        pause_file=dict(type="path"),
     )
     return spec
 
@@ -208,6 +215,15 @@ def main():
             return "max duration"
         return None
 
+    def paused(alias: str) -> bool:
+        if not p["pause_file"]:
+            return False
+        try:
+            with open(p["pause_file"], encoding="utf-8") as fh:
+                return alias in fh.read().split()
+        except OSError:
+            return False
+
     def client() -> OpenAIClient:
         return OpenAIClient(p["api_url"], api_key=p["api_key"], timeout=p["timeout"], verify=verify_from_params(p))
 
@@ -219,6 +235,7 @@ def main():
         max_tokens=p["max_tokens"],
         should_stop=should_stop,
         events_file=p["events_file"],
+        paused=paused,
     )
     module.exit_json(changed=False, probe=probe.run())
 

@@ -39,6 +39,7 @@ def test_summary_counts_failures_and_the_longest_gap():
         "slowest_s": 0.3,
         "errors": [],
         "model_groups": {"b": 1},
+        "paused_s": 0.0,
     }
     assert got["aliases"]["c"]["requests"] == 0
     assert (got["failed"], got["longest_gap_s"], got["stopped_by"]) == (3, 2.5, "stop file")
@@ -128,6 +129,38 @@ def test_the_probe_sees_an_outage_and_its_end(proxy, tmp_path):
     # what a client sends: the alias, a short prompt, a small max_tokens, nothing else of ours
     assert {tuple(sorted(b)) for b in proxy.bodies} == {("max_tokens", "messages", "model", "stream")}
     assert len(events.read_text().splitlines()) == sum(a["requests"] for a in got["aliases"].values())
+
+
+def test_a_paused_alias_is_not_requested_and_the_pause_is_reported(proxy, tmp_path):
+    base = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
+    pause = threading.Event()
+    probe = ClientProbe(
+        lambda: OpenAIClient(base, timeout=5),
+        ["up", "flaky"],
+        interval=0.05,
+        timeout=5,
+        max_tokens=4,
+        should_stop=lambda: "done" if getattr(probe, "finish", False) else None,
+        paused=lambda alias: alias == "flaky" and pause.is_set(),
+    )
+    runner = threading.Thread(target=lambda: setattr(probe, "result", probe.run()))
+    runner.start()
+    time.sleep(0.2)
+    pause.set()
+    time.sleep(0.1)  # a request already sent may finish
+    sent = sum(1 for b in proxy.bodies if b["model"] == "flaky")
+    proxy.down.set()  # a gate would be measuring now: nothing may reach "flaky"
+    time.sleep(0.5)
+    assert sum(1 for b in proxy.bodies if b["model"] == "flaky") == sent
+    pause.clear()
+    proxy.down.clear()
+    time.sleep(0.2)
+    probe.finish = True
+    runner.join(timeout=10)
+    got = probe.result["aliases"]
+    assert got["flaky"]["failed"] == 0 and 0.4 <= got["flaky"]["paused_s"] < 1.5
+    assert got["up"]["paused_s"] == 0.0
+    assert "flaky: 0 of" in probe.result["summary"] and "paused" in probe.result["summary"]
 
 
 def test_a_refused_connection_is_a_failure(tmp_path):
