@@ -37,6 +37,13 @@ description:
   - C(litellm_routes) maps each alias of a LiteLLM config to the model it routes to.
   - C(registry_manifest_path) gives the Ollama registry v2 manifest path of a model tag.
   - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
+  - C(upgrade_input_problem) says why the C(tier) and C(model) of an upgrade are bad input (or "").
+  - C(lxc_plan) works out the LXC size of a tier (grow, same, shrink, kept larger).
+  - C(shown) quotes a value for a message, at most 80 characters.
+  - C(node_states) keeps what a restore needs of the tiers' Nodes (cordoned, Ready).
+  - C(release_differs) says whether a Helm release is not what a record says it was.
+  - C(runtime_problem) names why a tier's runtime does not answer (cordoned node, Pending Pod, ...).
+  - C(state_drift) lists how the state now differs from what the last finished run left.
 """
 
 GIB = 2**30
@@ -65,27 +72,54 @@ _OLLAMA_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
 _HF_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 
+SHOWN_MAX = 80
+
+
+def shown(value, limit=SHOWN_MAX):
+    """``value`` as a message quotes it: its ``repr`` for strings, at most ``limit`` (80) characters, the cut
+    marked with ``...``. Bad input can be long; a message repeats only its start."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value):
+    """The YAML/JSON word for a value's type, as an operator typed it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
 def model_name_problem(name, runtime="ollama"):
     """Why ``name`` is not a valid model name for ``runtime`` (``ollama`` or ``vllm``), or ``""`` when it is.
 
     Checked before any request is made with the name, so a malformed name never reaches a URL or a shell.
+    Messages quote at most 80 characters of the name or of a part of it.
     """
+    if name is not None and not isinstance(name, str):
+        return f"the model name must be a string such as qwen2.5:14b, not {_kind(name)} ({shown(name)})"
     name = str(name if name is not None else "")
-    shown = name if len(name) <= 80 else name[:77] + "..."
     if not name.strip():
         return "the model name is empty"
     if runtime == "vllm":
         parts = name.split("/")
         if len(parts) > 2 or not all(_HF_PART.fullmatch(p) for p in parts) or "--" in name or ".." in name:
             return (
-                f"{shown!r} is not a Hugging Face model id: use owner/name with letters, digits, '-', '_' and '.' "
+                f"{shown(name)} is not a Hugging Face model id: use owner/name with letters, digits, '-', '_' and '.' "
                 "(e.g. Qwen/Qwen3-8B-AWQ)"
             )
         return ""
     base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
     parts = base.split("/")
     if len(parts) > 3:
-        return f"{shown!r} is not an Ollama model name: at most host/namespace/model:tag"
+        return f"{shown(name)} is not an Ollama model name: at most host/namespace/model:tag"
     checks = [(parts[-1], _OLLAMA_PART, "model")]
     if len(parts) >= 2:
         checks.append((parts[-2], _OLLAMA_NAMESPACE, "namespace"))
@@ -96,10 +130,75 @@ def model_name_problem(name, runtime="ollama"):
     for value, pattern, what in checks:
         if not pattern.fullmatch(value):
             return (
-                f"{shown!r} is not an Ollama model name: the {what} {value!r} must start with a letter, digit or "
+                f"{shown(name)} is not an Ollama model name: the {what} {shown(value, 40)} must start with a letter, "
+                "digit or "
                 "'_' and hold only letters, digits, '_', '-' and '.' (at most 80 characters), e.g. qwen2.5:14b"
             )
     return ""
+
+
+def upgrade_input_problem(tier, model, tiers):
+    """Why ``-e tier=... -e model=...`` of an upgrade is bad input, or ``""``; checked before anything is read.
+
+    Args:
+        tier: the ``tier`` extra var (must be a string naming a key of ``tiers``).
+        model: the ``model`` extra var (a string: an Ollama tag or a Hugging Face id, by the tier's runtime).
+        tiers (dict): ``inference_tiers``.
+
+    Returns:
+        str: a message naming the field, what is wrong and the fix (quoting at most 80 characters of a bad
+        value), without "Nothing was changed" (the caller adds it); ``""`` when both are good. A value that is not
+        a string (a number, a list, a Jinja expression that rendered to one) is bad input, never a crash.
+    """
+    tiers = tiers or {}
+    names = "|".join(sorted(tiers))
+    usage = f"Pass -e tier=<{names}> -e model=<name>, e.g. -e tier=ollama -e model=qwen2.5:14b"
+    for field, value in (("tier", tier), ("model", model)):
+        if value is None or value == "":
+            return f"Bad input: {field} is not set. {usage}"
+        if not isinstance(value, str):
+            return (
+                f"Bad input: {field} must be a string, not {_kind(value)} ({shown(value)}); a Jinja expression or a "
+                f"JSON value is not a {field} name. {usage}"
+            )
+    if tier not in tiers:
+        return f"Bad input: tier={shown(tier)} is not a tier of inference_tiers ({', '.join(sorted(tiers))}). {usage}"
+    problem = model_name_problem(model, (tiers[tier] or {}).get("runtime", "ollama"))
+    if problem:
+        return f"Bad input: model={shown(model)}: {problem}"
+    return ""
+
+
+def lxc_plan(now_mib, needed_mib, shrink=False):
+    """The LXC size of a tier's node for a model: the plan's ``lxc_*`` fields.
+
+    Args:
+        now_mib (int | None): the LXC's memory now, MiB (None: the tier has no LXC, e.g. the GPU node).
+        needed_mib (int): what the model needs, MiB (``model_requirements``' ``lxc_memory_mib``).
+        shrink (bool): ``inference_lxc_shrink``: give memory back when the model needs less.
+
+    Returns:
+        dict: ``lxc_memory_now_mib``, ``lxc_memory_target_mib`` (the size the run leaves), ``needs_resize``
+        (bool) and ``lxc_resize``: ``none`` (no LXC), ``grow``, ``same``, ``shrink``, or ``kept larger
+        (inference_lxc_shrink is false)`` when the model needs less and shrinking was not asked for.
+    """
+    if now_mib is None or str(now_mib) in ("", "None"):
+        return {"lxc_memory_now_mib": None, "lxc_memory_target_mib": None, "needs_resize": False, "lxc_resize": "none"}
+    now, needed = int(now_mib), int(needed_mib)
+    if needed > now:
+        target, how = needed, "grow"
+    elif needed == now:
+        target, how = now, "same"
+    elif shrink:
+        target, how = needed, "shrink"
+    else:
+        target, how = now, "kept larger (inference_lxc_shrink is false)"
+    return {
+        "lxc_memory_now_mib": now,
+        "lxc_memory_target_mib": target,
+        "needs_resize": target != now,
+        "lxc_resize": how,
+    }
 
 
 def litellm_routes(config_yaml):
@@ -242,6 +341,13 @@ def detour_tier(current_models, tier):
     return others[0] if others else None
 
 
+def detour_tier_of(tier, current_models, down=()):
+    """The tier that can serve ``tier``'s alias while ``tier``'s runtime does not answer: the first other tier by
+    name that serves a model and is not in ``down``; None when there is none."""
+    others = sorted(t for t in current_models or {} if t != tier and t not in (down or ()))
+    return others[0] if others else None
+
+
 def helm_stuck_fix(history, release, namespace):
     """The command that puts back a Helm release stuck in a pending operation.
 
@@ -319,6 +425,145 @@ def pod_problems(pods, logs=None, max_log_lines=5):
     return ". ".join(out)
 
 
+def node_states(nodes, names=None):
+    """``{node: {"unschedulable": bool, "ready": bool, "reason": str}}`` from Node objects (``k8s_info``).
+
+    Args:
+        nodes (list[dict]): Node objects.
+        names (list[str] | None): keep only these nodes (the tiers' nodes); all when None.
+    """
+    out = {}
+    for node in nodes or []:
+        name = (node.get("metadata") or {}).get("name")
+        if names is not None and name not in names:
+            continue
+        ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+        out[name] = {
+            "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+            "ready": ready.get("status") == "True",
+            "reason": ready.get("message") or ready.get("reason") or "",
+        }
+    return out
+
+
+def release_differs(now, recorded):
+    """Whether Helm release ``now`` (``helm_info``'s ``status``, ``{}`` when not installed) is not the release
+    ``recorded`` (the same, from the run record): installed or not, its status (a release left
+    ``pending-upgrade`` or ``failed`` differs), chart, or user-supplied values.
+
+    The revision number is not compared: a restore that rolls back from revision 7 to 5 makes revision 8 with 5's
+    chart and values, which is the recorded release again, so a second restore leaves it alone.
+    """
+    now, recorded = now or {}, recorded or {}
+    if not recorded.get("revision"):
+        return bool(now.get("revision"))
+    if not now.get("revision"):
+        return True
+    return (
+        now.get("status") != recorded.get("status")
+        or now.get("chart") != recorded.get("chart")
+        or (now.get("values") or {}) != (recorded.get("values") or {})
+    )
+
+
+def runtime_problem(entry, pods=None, nodes=None, error=""):
+    """Why tier ``entry`` (a plan entry: ``tier``, ``runtime``, ``node``, ``api_url``) does not answer, in one line
+    an operator can act on: e.g. ``tier ollama: Ollama does not answer at http://...:11434 (connection refused);
+    node k3s-worker-02 is cordoned and Ollama's Pod ml/ollama-7c9 is Pending: not scheduled: 0/4 nodes are
+    available: ...``.
+
+    Args:
+        entry (dict): the tier's plan entry.
+        pods (list[dict] | None): the Pods of its release (``k8s_info``).
+        nodes (dict | None): ``node_states`` of the cluster's Nodes.
+        error (str): what the last request to the runtime said.
+    """
+    entry = entry or {}
+    runtime = {"ollama": "Ollama", "vllm": "vLLM"}.get(entry.get("runtime"), str(entry.get("runtime") or "runtime"))
+    text = f"tier {entry.get('tier')}: {runtime} does not answer at {entry.get('api_url')}"
+    if error:
+        text += f" ({str(error).strip()[:200]})"
+    causes = []
+    node = (nodes or {}).get(entry.get("node"))
+    if node is None and entry.get("node"):
+        causes.append(f"node {entry.get('node')} is not in the cluster")
+    elif node is not None:
+        if node.get("unschedulable"):
+            causes.append(f"node {entry.get('node')} is cordoned")
+        if not node.get("ready"):
+            causes.append(f"node {entry.get('node')} is not Ready ({node.get('reason') or 'no status'})")
+    live = [p for p in pods or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if not live:
+        causes.append(f"{runtime} has no Pod" + (" (only terminating ones)" if pods else ""))
+    for pod in live:
+        problem = pod_problems([pod])
+        if problem:
+            meta = pod.get("metadata") or {}
+            phase = (pod.get("status") or {}).get("phase") or "?"
+            detail = problem.split(": ", 1)[1] if ": " in problem else problem
+            causes.append(f"{runtime}'s Pod {meta.get('namespace')}/{meta.get('name')} is {phase}: {detail}")
+    if causes:
+        text += "; " + " and ".join(causes)
+    return text
+
+
+def _routes_of(snapshot):
+    return litellm_routes(((snapshot or {}).get("litellm_config") or {}).get("config.yaml") or "")
+
+
+def state_drift(record, snapshot):
+    """How ``snapshot`` (the state now, ``inference_snapshot``'s) differs from what the last finished run left,
+    as sentences; ``[]`` when it does not, or when there is no finished run to compare with.
+
+    What a run left: for ``rolled back`` and ``restored``, the state it recorded before its first change; for a
+    ``succeeded`` upgrade, that state with its target applied (the tier's model served, routed and pinned, the
+    LXC at its planned size). Compared: nodes cordoned, LXC memory, Helm releases not deployed, what LiteLLM
+    routes each tier's alias to, and whether each Ollama tier still has its model.
+
+    Args:
+        record (dict | None): the run record (``inference_run``'s ``record``).
+        snapshot (dict): the state now.
+    """
+    record, snapshot = record or {}, snapshot or {}
+    status, before = record.get("status"), record.get("snapshot")
+    if status not in ("succeeded", "rolled back", "restored") or not before:
+        return []
+    plan = record.get("plan") or {}
+    expected_models = dict(before.get("tier_models") or {})
+    expected_lxc = {str(k): (v or {}).get("memory") for k, v in (before.get("lxc") or {}).items()}
+    expected_routes = _routes_of(before)
+    if status == "succeeded":
+        for tier, entry in plan.items():
+            expected_models[tier] = entry.get("model")
+            if entry.get("alias"):
+                expected_routes[entry["alias"]] = entry.get("served_model") or entry.get("model")
+            if entry.get("vmid") and entry.get("lxc_memory_target_mib"):
+                expected_lxc[str(entry["vmid"])] = int(entry["lxc_memory_target_mib"])
+    drift = []
+    for name, node in sorted((snapshot.get("nodes") or {}).items()):
+        was = (before.get("nodes") or {}).get(name, {"unschedulable": False})
+        if node.get("unschedulable") and not was.get("unschedulable"):
+            drift.append(f"node {name} is cordoned")
+    for vmid, memory in sorted(expected_lxc.items()):
+        now = ((snapshot.get("lxc") or {}).get(vmid) or (snapshot.get("lxc") or {}).get(int(vmid)) or {}).get("memory")
+        if memory is not None and now is not None and int(now) != int(memory):
+            drift.append(f"LXC {vmid} has {now} MiB, not {memory}")
+    for release, info in sorted((snapshot.get("releases") or {}).items()):
+        if info and info.get("status") not in (None, "deployed"):
+            drift.append(f"Helm release {release} is {info.get('status')} (revision {info.get('revision')})")
+    routes = _routes_of(snapshot)
+    for alias, model in sorted(expected_routes.items()):
+        if routes and routes.get(alias) != model and alias in {e.get("alias") for e in plan.values()}:
+            drift.append(f"LiteLLM routes {alias} to {routes.get(alias)}, not {model}")
+    for tier, entry in sorted(plan.items()):
+        if entry.get("runtime") != "ollama" or tier not in (snapshot.get("models") or {}):
+            continue
+        wanted = ollama_tag(expected_models.get(tier) or entry.get("model"))
+        if wanted not in snapshot["models"][tier]:
+            drift.append(f"Ollama of tier {tier} does not have {wanted}")
+    return drift
+
+
 def quantity_mib(quantity):
     """A Kubernetes quantity (``"20709376Ki"``, ``"16Gi"``) in MiB (float), using the kubernetes client's parser.
 
@@ -345,7 +590,15 @@ class FilterModule:
             "quantity_mib": quantity_mib,
             "detour_plan": detour_plan,
             "detour_tier": detour_tier,
+            "detour_tier_of": detour_tier_of,
             "plan_detours": plan_detours,
             "helm_stuck_fix": helm_stuck_fix,
             "pod_problems": pod_problems,
+            "upgrade_input_problem": upgrade_input_problem,
+            "lxc_plan": lxc_plan,
+            "shown": shown,
+            "node_states": node_states,
+            "release_differs": release_differs,
+            "runtime_problem": runtime_problem,
+            "state_drift": state_drift,
         }

@@ -53,6 +53,20 @@ def unreachable(host: str, kubeconfig: str | None, exc: BaseException) -> str:
     )
 
 
+# a record in one of these states was not brought to an end: a run stopped while running (killed, Ctrl-C, a lost
+# controller), or its rollback or restore left pieces out; the next run restores it before it records anything
+UNFINISHED = ("running", "rollback incomplete")
+
+
+def unfinished(record: dict | None, run_id: str) -> dict | None:
+    """``record`` when it is another run's and that run was not brought to an end (status in :data:`UNFINISHED`),
+    else None. A record that stays unfinished is restored by the next run, whichever run wrote it last."""
+    record = record or {}
+    if record.get("status") in UNFINISHED and record.get("run_id") != run_id:
+        return record
+    return None
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 

@@ -14,6 +14,7 @@ from ansible.module_utils.inference_run import (
     holder_identity,
     micro_time,
     now,
+    unfinished,
     unreachable,
 )
 
@@ -33,8 +34,9 @@ description:
     holder (C(user@host pid N run ID)) and since when. A Lease not renewed for its O(duration), or whose holder
     process is gone from this host (a killed controller), is taken over with a warning. Updates carry the
     Lease's C(resourceVersion), so of two runs racing for the lock one gets it and the other is refused.
-    Returns RV(unfinished), the record of another run that stopped while C(running), so the caller can restore
-    what it recorded.
+    Returns RV(unfinished), the record of another run that was not brought to an end (status C(running), when it
+    was stopped half-way by a kill, Ctrl-C or a lost controller; or C(rollback incomplete), when its rollback or
+    restore left pieces out), so the caller can restore what it recorded before taking a new snapshot.
   - O(state=recorded) renews the lock and writes the record with O(step), O(status) and O(data) merged in. Write it
     before the first change, with the recorded previous state in O(data), and at every step after.
   - O(state=released) writes the final O(status) (when given) and deletes the Lease if this run holds it.
@@ -159,7 +161,9 @@ record:
   returned: always
   type: dict
 unfinished:
-  description: With O(state=acquired), the record of another run that stopped while C(running) (else null).
+  description:
+    - With O(state=acquired), the record of another run whose status is C(running) or C(rollback incomplete)
+      (else null).
   returned: always
   type: dict
 taken_over:
@@ -204,8 +208,7 @@ class InferenceRun:
         try:
             record = self.lock.read_record() or {}
             if p["state"] == "acquired":
-                if record.get("status") == "running" and record.get("run_id") != p["run_id"]:
-                    result["unfinished"] = record
+                result["unfinished"] = unfinished(record, p["run_id"])
                 if self.module.check_mode:
                     lease = self.lock.read_lease()
                     info = self.lock.describe(lease) if lease is not None else {}

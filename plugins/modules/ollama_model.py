@@ -46,6 +46,15 @@ options:
       - Written also when nothing needs pulling (C(done=true), C(status=present)), so a watcher always ends.
       - Not written in check mode.
     type: path
+  stop_with_pid:
+    description:
+      - PID of the C(ansible-playbook) process of the run (M(inference_run) returns it as C(controller_pid)).
+        While a pull streams, the module checks every second that this process still runs; when it is gone (the
+        run was killed, stopped with Ctrl-C, or the controller lost), the module writes C(status=stopped) to
+        O(progress_file) and exits at once, closing its connection, so Ollama cancels the pull (completed bytes
+        stay; a later pull resumes).
+      - Needed for pulls run with C(async), whose job outlives the playbook that started it.
+    type: int
 extends_documentation_fragment:
   - ollama
 attributes:
@@ -153,9 +162,11 @@ models:
 import json
 import os
 import tempfile
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.llm_probe import pid_alive
 from ansible.module_utils.ollama_client import (
     OllamaError,
     client_from_module,
@@ -163,6 +174,20 @@ from ansible.module_utils.ollama_client import (
     ollama_argument_spec,
     same_model,
 )
+
+
+def stop_with(pid, on_stop, interval=1.0):
+    """Start a daemon thread that calls ``on_stop()`` once process ``pid`` is gone (checked every ``interval``
+    seconds); the caller's ``on_stop`` ends the process, which closes the pull's connection."""
+
+    def watch():
+        while pid_alive(pid):
+            time.sleep(interval)
+        on_stop()
+
+    thread = threading.Thread(target=watch, name=f"stop-with-{pid}", daemon=True)
+    thread.start()
+    return thread
 
 
 class ProgressFile:
@@ -228,6 +253,7 @@ def main():
         name={"type": "str", "required": True, "aliases": ["model"]},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         progress_file={"type": "path"},
+        stop_with_pid={"type": "int"},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     state = module.params["state"]
@@ -280,6 +306,14 @@ def main():
     if state == "present":
         if progress is not None:
             progress.write(force=True, status="pulling manifest")
+        if module.params["stop_with_pid"]:
+
+            def controller_gone():
+                if progress is not None:
+                    progress.write(force=True, status="stopped", error="the run's controller is gone", done=True)
+                os._exit(3)  # closes the connection: Ollama cancels the pull
+
+            stop_with(module.params["stop_with_pid"], controller_gone)
         try:
             pulled = client.pull(name, on_progress=progress.on_progress if progress else None)
         except OllamaError as exc:

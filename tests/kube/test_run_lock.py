@@ -83,3 +83,22 @@ def test_the_record_is_a_secret_that_survives_the_run(twin, namespace, api):
         assert secret.type == "Opaque" and set(secret.data) == {"record.json"}
     finally:
         lock.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "left"),
+    [
+        ("running", True),
+        ("rollback incomplete", True),
+        ("succeeded", False),
+        ("rolled back", False),
+        ("restored", False),
+    ],
+)
+def test_a_record_stays_unfinished_until_a_restore_completes(status, left):
+    from ansible.module_utils.inference_run import unfinished
+
+    record = {"run_id": "A", "status": status, "snapshot": {}}
+    assert (unfinished(record, "B") is record) is left
+    assert unfinished(record, "A") is None, "a run never restores its own record"
+    assert unfinished(None, "B") is None

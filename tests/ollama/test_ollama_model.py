@@ -120,3 +120,49 @@ def test_progress_file_is_updated_while_pulling(ollama_factory, module_runner, t
     progress.unlink()
     module_runner(ollama_model, args(server, name="phi4-mini", progress_file=str(progress)))
     assert json.loads(progress.read_text())["done"] is True
+
+
+def test_an_async_pull_stops_when_the_run_that_started_it_is_gone(ollama_factory, tmp_path):
+    # A pull run with `async` outlives a killed or Ctrl-C'd ansible-playbook unless it watches it: with
+    # stop_with_pid the module ends as soon as that process is gone, and Ollama cancels the pull.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    _, server = ollama_factory(scale=0.05)  # qwen2.5:14b takes about 9 s to pull here
+    controller = subprocess.Popen(["sleep", "60"])
+    progress = tmp_path / "progress.json"
+    module_args = tmp_path / "args.json"
+    module_args.write_text(
+        json.dumps(
+            {
+                "ANSIBLE_MODULE_ARGS": args(
+                    server, name="qwen2.5:14b", progress_file=str(progress), stop_with_pid=controller.pid
+                )
+            }
+        )
+    )
+    runner = (
+        "import sys, runpy, ansible.module_utils as m; "
+        f"m.__path__.append({str(root / 'plugins' / 'module_utils')!r}); "
+        f"runpy.run_path({str(root / 'plugins' / 'modules' / 'ollama_model.py')!r}, run_name='__main__')"
+    )
+    pull = subprocess.Popen([sys.executable, "-c", runner, str(module_args)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = json.loads(progress.read_text()) if progress.exists() else {}
+            if state.get("percent", 0) > 5:
+                break
+            time.sleep(0.1)
+        assert 5 < state["percent"] < 90, state
+        controller.kill()
+        controller.wait()
+        assert pull.wait(timeout=5) == 3
+        assert json.loads(progress.read_text())["status"] == "stopped"
+        time.sleep(1)
+        assert OllamaClient(server.url).tags() == [], "the pull was cancelled, not finished behind the run's back"
+    finally:
+        controller.kill()
+        pull.kill()

@@ -3,18 +3,27 @@
 import json
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 from inference import (
     detour_plan,
     detour_tier,
+    detour_tier_of,
     helm_stuck_fix,
     litellm_routes,
+    lxc_plan,
     model_name_problem,
     model_requirements,
+    node_states,
     ollama_tag,
     plan_detours,
     pod_problems,
     registry_manifest_path,
+    release_differs,
+    runtime_problem,
+    shown,
+    state_drift,
+    upgrade_input_problem,
 )
 
 
@@ -223,3 +232,200 @@ def test_pod_problems_says_why_a_release_is_not_ready():
         " pod ml/ollama-2 (node none): not scheduled: 0/4 nodes are available: 1 Insufficient memory."
     )
     assert pod_problems([_pod("ok", ready=True)]) == ""
+
+
+RUNTIMES = {"ollama": {"runtime": "ollama"}, "vllm": {"runtime": "vllm"}}
+
+
+@pytest.mark.parametrize(
+    ("tier", "model", "says"),
+    [
+        ("ollama", 49, "model must be a string, not a number (49)"),  # -e model='{{ 7*7 }}' renders to an int
+        ("ollama", ["qwen2.5:14b"], "model must be a string, not a list (['qwen2.5:14b'])"),
+        ("ollama", {"a": 1}, "model must be a string, not a mapping"),
+        ("ollama", True, "model must be a string, not a boolean"),
+        (3, "phi4-mini", "tier must be a string, not a number (3)"),
+        ("", "phi4-mini", "tier is not set"),
+        ("ollama", None, "model is not set"),
+        ("gpu", "phi4-mini", "tier='gpu' is not a tier of inference_tiers (ollama, vllm)"),
+        ("ollama", "qwen2.5:14b; rm -rf /", "is not an Ollama model name"),
+        ("vllm", "Qwen/Qwen3 8B", "is not a Hugging Face model id"),
+    ],
+)
+def test_bad_upgrade_input_is_named_with_the_field_and_the_fix(tier, model, says):
+    problem = upgrade_input_problem(tier, model, RUNTIMES)
+    assert problem.startswith("Bad input: ") and says in problem, problem
+    assert "Pass -e tier=<ollama|vllm> -e model=<name>" in problem or "e.g. " in problem
+
+
+def test_good_upgrade_input_passes():
+    assert upgrade_input_problem("ollama", "qwen2.5:14b", RUNTIMES) == ""
+    assert upgrade_input_problem("vllm", "Qwen/Qwen3-8B-AWQ", RUNTIMES) == ""
+
+
+@pytest.mark.parametrize("bad", ["x" * 300, "a/" * 150 + "b", "q:" + "t" * 300, 10**300, ["y" * 300]])
+def test_messages_quote_at_most_80_characters_of_a_bad_value(bad):
+    problem = upgrade_input_problem("ollama", bad, RUNTIMES)
+    assert problem.startswith("Bad input: model")
+    # no run of the bad value's characters longer than 80 survives in the message
+    assert max(len(run) for run in __import__("re").findall(r"[xyt1-9/a]{2,}|0{2,}", problem)) <= 80, problem
+    assert len(problem) < 520
+
+
+def test_shown_cuts_long_values():
+    assert shown("abc") == "'abc'"
+    assert shown("x" * 200) == "'" + "x" * 76 + "..."
+    assert len(shown(list(range(100)))) == 80
+
+
+@pytest.mark.parametrize(
+    ("now", "needed", "shrink", "target", "resize", "how"),
+    [
+        (8192, 20480, False, 20480, True, "grow"),  # story 12.8: phi4-mini -> qwen2.5:14b
+        (8192, 8192, False, 8192, False, "same"),
+        (20480, 8192, True, 8192, True, "shrink"),  # story 12-10: downsizing, when asked
+        (20480, 8192, False, 20480, False, "kept larger (inference_lxc_shrink is false)"),
+        (None, 8192, True, None, False, "none"),  # the GPU node has no LXC here
+    ],
+)
+def test_lxc_plan_grows_shrinks_only_when_asked_and_says_which(now, needed, shrink, target, resize, how):
+    plan = lxc_plan(now, needed, shrink)
+    assert (plan["lxc_memory_target_mib"], plan["needs_resize"], plan["lxc_resize"]) == (target, resize, how)
+
+
+def _node(name, unschedulable=False, ready=True):
+    return {
+        "metadata": {"name": name},
+        "spec": {"unschedulable": True} if unschedulable else {},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "Unknown", "message": "gone"}]},
+    }
+
+
+def test_node_states_keep_cordon_and_readiness_of_the_named_nodes():
+    nodes = [_node("k3s-worker-02", unschedulable=True), _node("k3s-gpu-worker", ready=False), _node("k3s-master")]
+    states = node_states(nodes, ["k3s-worker-02", "k3s-gpu-worker"])
+    assert states == {
+        "k3s-worker-02": {"unschedulable": True, "ready": True, "reason": "gone"},
+        "k3s-gpu-worker": {"unschedulable": False, "ready": False, "reason": "gone"},
+    }
+
+
+RECORDED = {"revision": 5, "status": "deployed", "chart": "ollama-0.2.0", "values": {"model": "phi4-mini"}}
+
+
+@pytest.mark.parametrize(
+    ("now", "differs"),
+    [
+        ({**RECORDED, "revision": 8}, False),  # a restore made revision 8 from 5: the recorded release again
+        ({**RECORDED, "revision": 6, "values": {"model": "qwen2.5:14b"}}, True),
+        ({**RECORDED, "revision": 6, "status": "pending-upgrade"}, True),  # a helm killed while it waited
+        ({**RECORDED, "revision": 6, "status": "failed"}, True),  # a helm stopped with Ctrl-C marks it failed
+        ({**RECORDED, "chart": "ollama-0.3.0"}, True),
+        ({}, True),  # uninstalled meanwhile
+    ],
+)
+def test_a_release_differs_from_the_record_by_status_chart_or_values_not_revision(now, differs):
+    assert release_differs(now, RECORDED) is differs
+
+
+def test_a_release_the_run_installed_differs_from_none():
+    assert release_differs({"revision": 1, "status": "deployed"}, {}) is True
+    assert release_differs({}, {}) is False
+
+
+OLLAMA_ENTRY = {"tier": "ollama", "runtime": "ollama", "node": "k3s-worker-02", "api_url": "http://t:11434"}
+
+
+def test_a_runtime_that_does_not_answer_is_named_with_its_cause():
+    pending = {
+        "metadata": {"namespace": "ml", "name": "ollama-7c9"},
+        "spec": {},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "message": "0/4 nodes are available: 1 node(s) were unschedulable.",
+                }
+            ],
+        },
+    }
+    text = runtime_problem(
+        OLLAMA_ENTRY,
+        [pending],
+        node_states([_node("k3s-worker-02", unschedulable=True)]),
+        "Status code was -1: Connection refused",
+    )
+    assert text.startswith("tier ollama: Ollama does not answer at http://t:11434 (Status code was -1")
+    assert (
+        "node k3s-worker-02 is cordoned and Ollama's Pod ml/ollama-7c9 is Pending: not scheduled: "
+        "0/4 nodes are available: 1 node(s) were unschedulable." in text
+    )
+
+
+def test_a_runtime_without_a_pod_or_node_says_so():
+    text = runtime_problem(OLLAMA_ENTRY, [], {}, "")
+    assert "node k3s-worker-02 is not in the cluster" in text and "Ollama has no Pod" in text
+    down = runtime_problem(OLLAMA_ENTRY, [], node_states([_node("k3s-worker-02", ready=False)]))
+    assert "node k3s-worker-02 is not Ready (gone)" in down
+
+
+def test_the_detour_of_a_runtime_that_is_down_goes_to_a_tier_that_answers():
+    models = {"ollama": "phi4-mini", "vllm": "Qwen/Qwen3-8B-AWQ"}
+    assert detour_tier_of("ollama", models, ["ollama"]) == "vllm"
+    assert detour_tier_of("ollama", models, ["ollama", "vllm"]) is None
+
+
+def _snapshot(model="phi4-mini", memory=8192, cordoned=False, status="deployed", has=("phi4-mini:latest",)):
+    config = yaml.safe_dump(
+        {"model_list": [{"model_name": "ollama-qwen", "litellm_params": {"model": f"ollama_chat/{model}"}}]}
+    )
+    return {
+        "tier_models": {"ollama": model},
+        "lxc": {"103": {"memory": memory}},
+        "nodes": {"k3s-worker-02": {"unschedulable": cordoned}},
+        "releases": {"ollama": {"revision": 3, "status": status}},
+        "litellm_config": {"config.yaml": config},
+        "models": {"ollama": list(has)},
+    }
+
+
+PLAN = {
+    "ollama": {
+        "runtime": "ollama",
+        "alias": "ollama-qwen",
+        "model": "qwen2.5:14b",
+        "served_model": "qwen2.5:14b",
+        "vmid": 103,
+        "lxc_memory_target_mib": 20480,
+    }
+}
+
+
+def test_no_drift_after_a_succeeded_upgrade_left_as_it_was():
+    record = {"run_id": "A", "status": "succeeded", "snapshot": _snapshot(), "plan": PLAN}
+    now = _snapshot("qwen2.5:14b", 20480, has=("qwen2.5:14b",))
+    assert state_drift(record, now) == []
+
+
+def test_drift_names_every_piece_that_differs_from_what_the_run_left():
+    record = {"run_id": "A", "status": "succeeded", "snapshot": _snapshot(), "plan": PLAN}
+    now = _snapshot("phi4-mini", 8192, cordoned=True, status="failed")
+    assert state_drift(record, now) == [
+        "node k3s-worker-02 is cordoned",
+        "LXC 103 has 8192 MiB, not 20480",
+        "Helm release ollama is failed (revision 3)",
+        "LiteLLM routes ollama-qwen to phi4-mini, not qwen2.5:14b",
+        "Ollama of tier ollama does not have qwen2.5:14b",
+    ]
+
+
+def test_after_a_rollback_the_recorded_state_is_expected_and_unfinished_runs_are_not_compared():
+    assert state_drift({"status": "rolled back", "snapshot": _snapshot(), "plan": PLAN}, _snapshot()) == []
+    moved = _snapshot(memory=20480)
+    assert state_drift({"status": "restored", "snapshot": _snapshot(), "plan": PLAN}, moved) == [
+        "LXC 103 has 20480 MiB, not 8192"
+    ]
+    assert state_drift({"status": "running", "snapshot": _snapshot(), "plan": PLAN}, moved) == []
+    assert state_drift(None, moved) == []
