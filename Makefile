@@ -57,8 +57,8 @@ demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the 
 	kubectl --kubeconfig $(LAB_DIR)/kubeconfig apply -f lab/fixtures/paperless-ai.yaml; \
 	ansible-playbook -i inventory/lab playbooks/rebuild-inference-tier.yml; \
 	ansible-playbook -i inventory/lab playbooks/upgrade-model.yml -e tier=ollama -e model=qwen2.5:14b; \
-	report=$$(ls -dt reports/*-upgrade-ollama-* | head -1); \
-	echo; echo "Report: $(CURDIR)/$$report/report.md (and report.json)"
+	report=$$(ls -dt $(LAB_DIR)/reports/*-upgrade-ollama-* | head -1); \
+	echo; echo "Report: $$report/report.md (and report.json)"
 
 lint: venv ## ruff, yamllint, ansible-lint
 	ruff check .

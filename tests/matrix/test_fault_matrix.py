@@ -13,156 +13,27 @@ One twin for the module: a rebuild (phi4-mini on Ollama) is the previous state e
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
+from tests.matrix.helpers import (
+    INVENTORY,
+    answers_through_litellm,
+    assert_failed_and_back,
+    assert_refused_unchanged,
+    dump,
+    helm,
+    playbook,
+    record,
+    upgrade,
+)
+from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, wait_for
 
 pytestmark = pytest.mark.slow
-
-INVENTORY = str(ROOT / "inventory" / "lab")
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    twin = Twin(tmp_path_factory.mktemp("lab")).up()
-    twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    try:
-        twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
-        rebuild = playbook(twin, "rebuild-inference-tier.yml")
-        assert rebuild.returncode == 0, rebuild.stdout[-3000:]
-        twin.baseline = dump(twin)
-        yield twin
-    finally:
-        twin.down()
-
-
-@pytest.fixture
-def twin(lab):
-    """The module's twin, back in the previous state and without faults after each case."""
-    yield lab
-    lab.fault("clear")
-    if dump(lab) != lab.baseline:
-        restored = playbook(lab, "restore-tier.yml")
-        assert restored.returncode == 0, restored.stdout[-3000:]
-    assert dump(lab) == lab.baseline
-
-
-# -- helpers ----------------------------------------------------------------------------------------------------
-
-
-def playbook(
-    twin: Twin, name: str, *args: str, kill_at_step: str | None = None, at_step: tuple | None = None
-) -> subprocess.CompletedProcess:
-    """Run a playbook against the twin.
-
-    ``kill_at_step``: SIGKILL it (and its workers) once its run record reaches that step. ``at_step``:
-    ``(step, action)``, call ``action()`` once the record reaches the step (to inject a fault mid-run).
-    """
-    cmd = [ANSIBLE_PLAYBOOK, "-i", INVENTORY, str(ROOT / "playbooks" / name), *args]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=twin.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    step, action = at_step or (kill_at_step, None)
-    if step:
-        wait_for(
-            lambda: proc.poll() is not None or record(twin).get("step") == step,
-            timeout=300,
-            interval=0.2,
-            what=f"step {step}",
-        )
-        if action is not None:
-            action()
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=900)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
-
-
-def upgrade(twin: Twin, model: str, *args: str, **kw) -> subprocess.CompletedProcess:
-    return playbook(twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", f"model={model}", *args, **kw)
-
-
-def record(twin: Twin) -> dict:
-    got = twin.kubectl("-n", "ml", "get", "secret", "inference-run-record", "-o", "json", check=False)
-    if got.returncode != 0:
-        return {}
-    import base64
-
-    return json.loads(base64.b64decode(json.loads(got.stdout)["data"]["record.json"]))
-
-
-def dump(twin: Twin) -> dict:
-    """The tier's state, normalised: what a rollback must put back exactly."""
-
-    def values(release: str) -> dict:
-        out = subprocess.run(
-            [HELM, "get", "values", release, "-n", "ml", "-o", "json", "--kubeconfig", twin.kubeconfig],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=twin.env,
-        ).stdout
-        return json.loads(out)
-
-    def configmap(ns: str, name: str) -> dict:
-        return json.loads(twin.kubectl("-n", ns, "get", "configmap", name, "-o", "json").stdout)["data"]
-
-    node = json.loads(twin.kubectl("get", "node", "k3s-worker-02", "-o", "json").stdout)
-    tags = httpx.get(twin.endpoints["services"]["ml/ollama"] + "/api/tags", timeout=10).json()["models"]
-    pins = twin.lab_dir / "model-pins.yml"
-    return {
-        "values": {release: values(release) for release in ("ollama", "vllm", "litellm")},
-        "litellm_config": configmap("ml", "litellm-config"),
-        "consumer_config": configmap("docs", "paperless-ai-config"),
-        "lxc_memory": twin.proxmox().nodes("pve").lxc(103).config.get()["memory"],
-        "models": sorted(m["name"] for m in tags),
-        "pins": pins.read_text() if pins.exists() else None,
-        "unschedulable": bool(node["spec"].get("unschedulable")),
-    }
-
-
-def answers_through_litellm(twin: Twin, alias: str = "ollama-qwen") -> bool:
-    reply = httpx.post(
-        twin.endpoints["services"]["ml/litellm"] + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {twin.secret('litellm-master-key')}"},
-        json={"model": alias, "messages": [{"role": "user", "content": "Reply OK"}], "max_tokens": 8},
-        timeout=30,
-    )
-    return reply.status_code == 200 and reply.headers.get("x-litellm-model-group") == alias
-
-
-def assert_failed_and_back(twin: Twin, run: subprocess.CompletedProcess, step: str, *causes: str) -> None:
-    assert run.returncode != 0, run.stdout[-3000:]
-    assert f"failed at step '{step}'" in run.stdout, run.stdout[-3000:]
-    for cause in causes:
-        assert cause in run.stdout, (cause, run.stdout[-3000:])
-    assert "Rolled back to phi4-mini; it answers again" in run.stdout
-    assert record(twin)["status"] == "rolled back"
-    twin.fault("clear")  # the dump reads through the APIs the fault may still break
-    assert dump(twin) == twin.baseline
-    assert answers_through_litellm(twin)
-
-
-def assert_refused_unchanged(twin: Twin, run: subprocess.CompletedProcess, *texts: str) -> None:
-    assert run.returncode != 0
-    for text in texts:
-        assert text in run.stdout, (text, run.stdout[-3000:])
-    twin.fault("clear")  # the dump reads through the APIs the fault may still break
-    assert dump(twin) == twin.baseline
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------
@@ -211,16 +82,6 @@ def test_host_memory_short(twin):
     twin.fault("inject", "host-memory-short", "mib=50000")
     assert_refused_unchanged(
         twin, upgrade(twin, "qwen2.5:14b"), "too large for the Proxmox host", "Nothing was changed"
-    )
-
-
-def helm(twin: Twin, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [HELM, *args, "-n", "ml", "--kubeconfig", twin.kubeconfig],
-        capture_output=True,
-        text=True,
-        check=check,
-        env=twin.env,
     )
 
 
@@ -301,13 +162,10 @@ def test_consumer_rollout_failing(twin):
 
 def test_vllm_down_during_the_drill(twin):
     # the routing changes (another vLLM model), so the drill runs; vLLM is killed as it starts
-    run = playbook(
+    run = upgrade(
         twin,
-        "upgrade-model.yml",
-        "-e",
-        "tier=vllm",
-        "-e",
-        "model=Qwen/Qwen2.5-7B-Instruct-AWQ",
+        "Qwen/Qwen2.5-7B-Instruct-AWQ",
+        tier="vllm",
         at_step=("fallback drill", lambda: twin.fault("inject", "kill", "deployment=vllm-server")),
     )
     if run.returncode == 0:  # the drill waited out the restart: the target state
@@ -344,36 +202,17 @@ def test_a_route_whose_answers_think_fails_the_routed_gate(twin):
     catalog = yaml.safe_load((group_vars / "models.yml").read_text())["inference_model_catalog"]
     tiers["vllm"]["route_params"] = {}
     catalog["Qwen/Qwen3-8B-AWQ"]["thinks"] = False
-    run = playbook(
+    run = upgrade(
         twin,
-        "upgrade-model.yml",
-        "-e",
-        "tier=vllm",
-        "-e",
-        "model=Qwen/Qwen3-8B-AWQ",
+        "Qwen/Qwen3-8B-AWQ",
         "-e",
         json.dumps({"inference_tiers": tiers, "inference_model_catalog": catalog}),
+        tier="vllm",
     )
     assert run.returncode != 0 and "failed at step 'routed gate'" in run.stdout, run.stdout[-3000:]
     assert "Gate through LiteLLM failed for alias vllm-qwen" in run.stdout and "thinking" in run.stdout
     assert "Rolled back to Qwen/Qwen3-8B-AWQ; it answers again" in run.stdout
     assert dump(twin) == twin.baseline and answers_through_litellm(twin, "vllm-qwen")
-
-
-# the steps after which the state differs: capacity (node drained, LXC resizing), deploy (LXC grown, release at the
-# new values, maybe a Helm release left pending), switch (LiteLLM and the consumers changed). The gate only reads.
-@pytest.mark.parametrize("step", ["capacity", "deploy", "switch"])
-def test_controller_killed_at_a_step_then_run_again(twin, step):
-    killed = upgrade(twin, "qwen2.5:14b", kill_at_step=step)
-    assert killed.returncode == -signal.SIGKILL
-    assert record(twin)["status"] == "running" and record(twin)["step"] == step
-    again = upgrade(twin, "qwen2.5:14b")
-    assert again.returncode == 0, again.stdout[-3000:]
-    assert "took over the lock" in again.stdout and "Restoring the state recorded by run" in again.stdout
-    state = dump(twin)
-    assert state["values"]["ollama"]["model"] == "qwen2.5:14b" and "qwen2.5:14b" in state["pins"]
-    assert state["lxc_memory"] == 20480 and not state["unschedulable"]
-    assert answers_through_litellm(twin)
 
 
 def test_a_second_concurrent_run_is_refused_naming_the_holder(twin):
