@@ -19,7 +19,15 @@ export ANSIBLE_FORCE_COLOR ?= 0
 # pip on this machine warns about find-links folders that do not exist; keep the output readable
 PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-.PHONY: help venv controlplane demo test lint pytest molecule lab-up lab-down lab-status lab-reset clean
+# pytest workers: each runs its share of the test files with twins of its own (most of a twin's time is waiting)
+PYTEST_WORKERS ?= 3
+# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is
+LOAD_PERCENT ?= 60
+# make chaos: rounds and seed of the long sweep of runs stopped at random instants
+CHAOS_ROUNDS ?= 20
+CHAOS_SEED ?=
+
+.PHONY: help venv controlplane demo test lint pytest molecule chaos lab-up lab-down lab-status lab-reset clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -66,12 +74,18 @@ lint: venv ## ruff, yamllint, ansible-lint
 	yamllint -s .
 	ansible-lint
 
-pytest: venv controlplane ## the pytest suite
-	$(PY) -m pytest
+pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slowest tests listed at the end)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
-molecule: venv controlplane ## the molecule scenarios against the twin
+molecule: venv controlplane ## the molecule scenarios against the twin, with both cores kept busy (stress-ng)
+	@command -v stress-ng >/dev/null || { echo "stress-ng is not installed (apt-get install stress-ng)" >&2; exit 1; }
+	stress-ng --cpu 2 --cpu-load $(LOAD_PERCENT) --timeout 3h --quiet & load=$$!; \
+	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT; \
 	molecule test --all
 	@echo "molecule: $$(ls molecule/*/molecule.yml | wc -l) passed, 0 failed"   # reached only when every scenario passed
+
+chaos: venv controlplane ## the long sweep: upgrades stopped at CHAOS_ROUNDS seeded random instants, each recovered
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SEED=$(CHAOS_SEED) $(PY) -m pytest -m chaos tests/matrix/test_chaos.py -v -s
 
 test: ## everything CI runs: lint, pytest, molecule
 	@$(MAKE) --no-print-directory -j2 venv controlplane

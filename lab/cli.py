@@ -126,7 +126,12 @@ def cmd_down(cfg: LabConfig, args) -> int:
 def _summary(state: dict) -> str:
     lines = [f"twin running on {state.get('address')}, time scale {state['time_scale']}"]
     for name, comp in state.get("controlplane", {}).items():
-        lines.append(f"  {name:<24} pid {comp.get('pid')} running={comp.get('running')}")
+        line = f"  {name:<24} pid {comp.get('pid')} running={comp.get('running')} {comp.get('state', '')}"
+        if comp.get("restarts"):
+            last = comp.get("last_exit") or {}
+            exit_text = f"signal {last['signal']}" if last.get("signal") else f"code {last.get('code')}"
+            line += f" restarts={comp['restarts']} (last exit {exit_text} at {last.get('at')})"
+        lines.append(line)
     px = state.get("proxmox", {})
     for ct in px.get("containers", []):
         lines.append(
@@ -218,6 +223,8 @@ def cmd_serve(cfg: LabConfig, args) -> int:
     from lab.runtime import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # urllib3 warns at every retry of a refused connection (the API server restarting); the twin's clients say it
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     asyncio.run(serve(cfg))
     return 0
 

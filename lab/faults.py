@@ -1,16 +1,18 @@
 """Faults on demand in the twin, the way Toxiproxy or Chaos Mesh inject them into real systems.
 
 ``python -m lab fault list | inject NAME [key=value ...] | clear [NAME]`` (or ``GET/POST/DELETE /faults`` on the
-control port). A fault stays until it is cleared, except ``kill``, which acts once. Each fault acts where the
-real failure would: in the emulated Proxmox API, the emulated Ollama, the node's kubelet or the registry, so the
-playbooks and the real clients see what they would see in the lab.
+control port). A fault stays until it is cleared, except ``kill`` and ``component-kill``, which act once, and
+``apiserver-down`` with ``seconds``, which clears itself after that time. Each fault acts where the real failure
+would: in the emulated Proxmox API, the emulated Ollama, the node's kubelet, the registry or the control plane's
+processes (killed as a crash kills them; the supervisor of lab.controlplane starts them again), so the playbooks
+and the real clients see what they would see in the lab.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +27,11 @@ class FaultSpec:
     params: dict[str, Any]  # parameter -> default
     once: bool = False
     required: tuple[str, ...] = ()
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # parameter -> the values it may take
+
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SIGNALS = ("KILL", "TERM", "INT", "QUIT")
 
 
 SPECS = {
@@ -59,6 +66,21 @@ SPECS = {
             {"namespace": "ml", "deployment": ""},
             once=True,
             required=("deployment",),
+        ),
+        FaultSpec(
+            "apiserver-down",
+            "the Kubernetes API server is killed and kept down for <seconds> s (0 = until cleared); then (or at "
+            "clear) the supervisor starts it again with the same flags and etcd data",
+            {"seconds": 15},
+        ),
+        FaultSpec(
+            "component-kill",
+            f"kill a control-plane <component> ({', '.join(COMPONENTS)}) once with SIG<signal>; the supervisor "
+            "restarts it",
+            {"component": "", "signal": "KILL"},
+            once=True,
+            required=("component",),
+            choices={"component": COMPONENTS, "signal": SIGNALS},
         ),
         FaultSpec(
             "image-missing",
@@ -100,6 +122,11 @@ class Faults:
                 result[key] = type(default)(value) if not isinstance(default, str) else str(value)
             except (TypeError, ValueError) as exc:
                 raise FaultError(f"fault {name}: {key}={value!r} is not a {type(default).__name__}") from exc
+            if isinstance(default, int) and result[key] < 0:
+                raise FaultError(f"fault {name}: {key}={value!r} is negative")
+            choices = spec.choices.get(key)
+            if choices and result[key] not in choices:
+                raise FaultError(f"fault {name}: {key}={value!r} is not one of {', '.join(choices)}")
         missing = [key for key in spec.required if not result[key]]
         if missing:
             raise FaultError(f"fault {name} needs {', '.join(f'{key}=<value>' for key in missing)}")
@@ -181,4 +208,4 @@ class Faults:
         return self._hit("ollama-load-oom") is not None
 
 
-__all__ = ["SPECS", "FaultError", "FaultSpec", "Faults"]
+__all__ = ["COMPONENTS", "SIGNALS", "SPECS", "FaultError", "FaultSpec", "Faults"]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,11 @@ class Reflector:
     ...), ``kwargs`` its filters (``label_selector``...). ``handler(event, data)`` runs on ``loop``: ``("SYNC",
     items)`` with every object after each (re)list, then ``("ADDED" | "MODIFIED" | "DELETED", obj)``; objects are
     the API's JSON as plain dicts. A watch that ends (server timeout) resumes from the last resourceVersion (kept
-    fresh by bookmarks); 410 Gone lists again at once; any other error (a non-2xx answer raises ``ApiException``)
-    lists again after a back-off (0.2 s doubling to ``backoff_max``). :meth:`stop` interrupts a blocked read, so
-    the thread ends promptly.
+    fresh by bookmarks); 410 Gone lists again at once; any other error (a non-2xx answer raises ``ApiException``;
+    the API server went away mid-watch or refuses connections) lists again after a back-off (0.2 s doubling to
+    ``backoff_max``, 2 s: the view is at most that stale once an API server that was down answers again). The
+    first error of a run of them is logged as a warning, the others at debug level, the recovery again as a
+    warning. :meth:`stop` interrupts a blocked read, so the thread ends promptly.
     """
 
     def __init__(
@@ -66,7 +69,7 @@ class Reflector:
         loop: asyncio.AbstractEventLoop,
         *,
         watch_timeout: int = 120,
-        backoff_max: float = 5.0,
+        backoff_max: float = 2.0,
         **kwargs: Any,
     ):
         self.name = name
@@ -78,6 +81,7 @@ class Reflector:
         self.kwargs = kwargs
         self.synced = False  # set on the loop after the first list was handled
         self.relists = 0
+        self.errors = 0  # errors that made it list again (after a back-off)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._resp = None
@@ -103,9 +107,13 @@ class Reflector:
 
     def _run(self) -> None:
         backoff = 0.2
+        failing_since: float | None = None
         while not self._stopping.is_set():
             try:
                 version = self._list()
+                if failing_since is not None:
+                    log.warning("%s: listed again after %.1f s of errors", self.name, time.monotonic() - failing_since)
+                    failing_since = None
                 backoff = 0.2
                 while not self._stopping.is_set():
                     version = self._watch(version)
@@ -115,7 +123,18 @@ class Reflector:
                 if isinstance(exc, WatchExpired) or api_status(exc) == 410:
                     log.info("%s: watch expired (410 Gone), listing again", self.name)
                     continue
-                log.warning("%s: %s; listing again in %.1f s", self.name, exc or type(exc).__name__, backoff)
+                self.errors += 1
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning(
+                        "%s: %s; listing again (back-off %.1f s doubling to %.1f s)",
+                        self.name,
+                        exc or type(exc).__name__,
+                        backoff,
+                        self.backoff_max,
+                    )
+                else:
+                    log.debug("%s: %s; listing again in %.1f s", self.name, exc or type(exc).__name__, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
 

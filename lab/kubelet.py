@@ -60,7 +60,14 @@ log = logging.getLogger("lab.kubelet")
 
 KUBELET_VERSION = "v1.32.9"
 LEASE_DURATION = 40  # seconds, the kubelet default; the controller manager's grace period is what counts
-LEASE_RENEW = 2.0  # seconds between Lease renewals
+LEASE_RENEW = 2.0  # seconds between Lease renewals (and node status checks, see NodeAgent.sync_status)
+# the node status loop, scaled like the node monitor grace period (upstream 40 s, the twin 8 s): the kubelet
+# compares its status with the Node's every nodeStatusUpdateFrequency (upstream 10 s; here every Lease renewal)
+# and posts it when it differs, or unchanged after nodeStatusReportFrequency (upstream 5 min)
+NODE_STATUS_REPORT = 60.0
+HEARTBEAT_RETRY = 0.5  # seconds between heartbeat tries while the API server cannot be reached
+HEARTBEAT_TIMEOUT = 5  # seconds a heartbeat request may take
+READY_MESSAGE = "kubelet is posting ready status"
 KUBELET_PORT = 10250  # node N serves the kubelet API on the twin's address at 10250 + N
 POD_CIDR = "10.42.0.0/16"  # k3s's default cluster CIDR; node N gets 10.42.N.0/24
 IMAGES_FILE = Path(__file__).resolve().parent / "images.yaml"
@@ -182,6 +189,10 @@ class NodeAgent:
         self.network = ipaddress.ip_network(f"10.42.{index}.0/24")
         self.used_ips: set[str] = set()
         self._lease_task: asyncio.Task | None = None
+        self._heartbeat_stop = asyncio.Event()  # ends the heartbeat loop after its current request
+        self.registered = False  # the Node was created/taken over by this start of the kubelet
+        self.boot_id = ""  # nodeInfo.bootID: new at every start of the node's machine
+        self.status_posted = 0.0  # time.monotonic() of the last node status post
         self._pods_reflector: Reflector | None = None
         self.port = KUBELET_PORT + index  # the kubelet API (logs) on the twin's address
         self._server: web.AppRunner | None = None
@@ -196,7 +207,9 @@ class NodeAgent:
             capacity[resource] = allocatable[resource] = str(amount)
         return capacity, allocatable
 
-    def _status(self, ready: bool, message: str) -> dict:
+    def _status(self, ready: bool, message: str, current: dict | None = None) -> dict:
+        """The node status this kubelet reports; ``current`` (the Node's status) keeps each condition's
+        lastTransitionTime while its status stays the same."""
         capacity, allocatable = self._resources()
         now = _now()
         conditions = [
@@ -215,9 +228,15 @@ class NodeAgent:
                 "message": message,
             }
         )
+        previous = {c.get("type"): c for c in (current or {}).get("conditions") or []}
         for condition in conditions:
+            old = previous.get(condition["type"]) or {}
             condition["lastHeartbeatTime"] = now
-            condition["lastTransitionTime"] = now
+            condition["lastTransitionTime"] = (
+                old["lastTransitionTime"]
+                if old.get("status") == condition["status"] and old.get("lastTransitionTime")
+                else now
+            )
         return {
             "capacity": capacity,
             "allocatable": allocatable,
@@ -230,7 +249,7 @@ class NodeAgent:
             "nodeInfo": {
                 "machineID": f"twin-{self.name}",
                 "systemUUID": f"twin-{self.name}",
-                "bootID": f"boot-{time.time_ns()}",
+                "bootID": self.boot_id,
                 "kernelVersion": "6.8.12-twin",
                 "osImage": "Debian GNU/Linux 12 (bookworm)",
                 "containerRuntimeVersion": "containerd://twin",
@@ -259,15 +278,53 @@ class NodeAgent:
             "spec": {"taints": list(self.spec.get("taints") or [])},
         }
         try:
-            self.core.create_node(body)
+            self.core.create_node(body, _request_timeout=HEARTBEAT_TIMEOUT)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        self.post_status(True, "kubelet is posting ready status")
-        self.running = True
+        self.post_status(True, READY_MESSAGE)
+        self.registered = True
 
-    def post_status(self, ready: bool, message: str) -> None:
-        self.core.patch_node_status(self.name, {"status": self._status(ready, message)})
+    def post_status(self, ready: bool, message: str, current: dict | None = None) -> None:
+        self.core.patch_node_status(
+            self.name, {"status": self._status(ready, message, current)}, _request_timeout=HEARTBEAT_TIMEOUT
+        )
+        self.status_posted = time.monotonic()
+
+    def sync_status(self) -> bool:
+        """The kubelet's node status loop: read the Node and post Ready when what the API has differs from what
+        this kubelet reports (the node controller set Ready=Unknown, "Kubelet stopped posting node status",
+        while the API server was unreachable; capacity changed) or :data:`NODE_STATUS_REPORT` seconds passed
+        since the last post. Returns whether it posted."""
+        node = self.core.read_node(self.name, _request_timeout=HEARTBEAT_TIMEOUT)
+        current = self.api.sanitize_for_serialization(node.status) or {}
+        if not self._status_differs(current, self._status(True, READY_MESSAGE, current)):
+            if time.monotonic() - self.status_posted < NODE_STATUS_REPORT:
+                return False
+        self.post_status(True, READY_MESSAGE, current)
+        return True
+
+    @staticmethod
+    def _status_differs(current: dict, wanted: dict) -> bool:
+        """Whether the Node's status differs from ``wanted`` in more than heartbeat times (quantities compared by
+        value: the API server writes ``8Gi`` for ``8192Mi``)."""
+        have = {c.get("type"): c for c in current.get("conditions") or []}
+        for condition in wanted["conditions"]:
+            old = have.get(condition["type"]) or {}
+            if any(old.get(key) != condition[key] for key in ("status", "reason", "message")):
+                return True
+        for key in ("capacity", "allocatable"):
+            mine, theirs = wanted[key], current.get(key) or {}
+            if set(mine) != set(theirs) or any(parse_quantity(mine[k]) != parse_quantity(theirs[k]) for k in mine):
+                return True
+        if [(a["type"], a["address"]) for a in wanted["addresses"]] != [
+            (a.get("type"), a.get("address")) for a in current.get("addresses") or []
+        ]:
+            return True
+        info = current.get("nodeInfo") or {}
+        return (current.get("daemonEndpoints") or {}) != wanted["daemonEndpoints"] or any(
+            info.get(key) != value for key, value in wanted["nodeInfo"].items()
+        )
 
     def renew_lease(self) -> None:
         body = {
@@ -281,28 +338,82 @@ class NodeAgent:
             },
         }
         try:
-            self.coordination.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": body["spec"]})
+            self.coordination.patch_namespaced_lease(
+                self.name, "kube-node-lease", {"spec": body["spec"]}, _request_timeout=HEARTBEAT_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            node = self.core.read_node(self.name)
+            node = self.core.read_node(self.name, _request_timeout=HEARTBEAT_TIMEOUT)
             body["metadata"]["ownerReferences"] = [
                 {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node.metadata.uid}
             ]
-            self.coordination.create_namespaced_lease("kube-node-lease", body)
+            self.coordination.create_namespaced_lease("kube-node-lease", body, _request_timeout=HEARTBEAT_TIMEOUT)
 
     async def _lease_loop(self) -> None:
-        while True:
+        """The kubelet's heartbeats while the machine runs: register the Node if that failed at start, renew the
+        Lease and check the node status (:meth:`sync_status`) every :data:`LEASE_RENEW` seconds. While the API
+        server cannot be reached, every :data:`HEARTBEAT_RETRY` seconds, so the node is Ready again within a
+        heartbeat of the API's return. Ends after its current request once ``_heartbeat_stop`` is set."""
+        failing_since: float | None = None
+        while not self._heartbeat_stop.is_set():
             try:
+                if not self.registered:
+                    await asyncio.to_thread(self.register, self.memory_mib)
                 await asyncio.to_thread(self.renew_lease)
-            except Exception as exc:  # the API may be restarting: try again at the next tick
-                log.warning("node %s: lease renewal failed: %s", self.name, exc)
-            await asyncio.sleep(LEASE_RENEW)
+                posted = await asyncio.to_thread(self.sync_status)
+            except Exception as exc:  # the API may be restarting: try again soon
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("node %s: heartbeat failed (%s); trying every %.1f s", self.name, exc, HEARTBEAT_RETRY)
+                delay = HEARTBEAT_RETRY
+            else:
+                if failing_since is not None:
+                    log.warning(
+                        "node %s: heartbeat back after %.1f s%s",
+                        self.name,
+                        time.monotonic() - failing_since,
+                        ", node status posted" if posted else "",
+                    )
+                    failing_since = None
+                delay = LEASE_RENEW
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_stop.wait(), delay)
+
+    async def _stop_heartbeat(self) -> None:
+        """End the heartbeat loop, waiting for a request in flight (so no Ready post lands after a NotReady)."""
+        task, self._lease_task = self._lease_task, None
+        if task is None:
+            return
+        self._heartbeat_stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 4 * HEARTBEAT_TIMEOUT)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def start(self, memory_mib: int) -> None:
+        """The machine runs: register the Node (Ready, with ``memory_mib``), start the heartbeats and the Pods.
+
+        A first registration that fails raises; when the node was registered before (its machine started again)
+        and the API cannot be reached now, the heartbeat loop registers it once the API answers.
+        """
         if self._server is None:
             self._server = await self._serve_api()
-        await asyncio.to_thread(self.register, memory_mib)
+        await self._stop_heartbeat()
+        first = not self.boot_id
+        self.memory_mib = memory_mib
+        self.boot_id = f"boot-{time.time_ns()}"
+        self.registered = False
+        try:
+            await asyncio.to_thread(self.register, memory_mib)
+        except Exception as exc:
+            if first:
+                raise
+            log.warning("node %s: registration failed (%s); the heartbeat retries it", self.name, exc)
+        self.running = True
+        self._heartbeat_stop = asyncio.Event()
         self._lease_task = asyncio.create_task(self._lease_loop())
         if self._pods_reflector is None:
             self._pods_reflector = Reflector(
@@ -319,11 +430,7 @@ class NodeAgent:
     async def shutdown(self, message: str = "node is shutting down") -> None:
         """The node's machine stops: its containers die, the Lease is no longer renewed, status says NotReady."""
         self.running = False
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
+        await self._stop_heartbeat()
         for pod in list(self.pods.values()):
             for container in pod.containers.values():
                 await self.kubelet.stop_container(container)

@@ -61,6 +61,8 @@ class LabRuntime:
         self._proxmox_runner: web.AppRunner | None = None
         self.secrets: dict[str, str] = {}
         self.stopping = asyncio.Event()
+        self._fault_timer: asyncio.TimerHandle | None = None  # ends apiserver-down after its seconds
+        self._tasks: set[asyncio.Task] = set()
 
     # -- the machines behind the nodes --------------------------------------------------------------------------
 
@@ -139,11 +141,39 @@ class LabRuntime:
             self.proxmox.reserved_memory_mib += params["mib"] if active else -params["mib"]
         elif name == "kill" and active:
             await self.kubelet.kill_deployment(params["namespace"], params["deployment"])
+        elif name == "apiserver-down":
+            await self._apiserver_down(active, params)
+        elif name == "component-kill" and active and self.controlplane is not None:
+            await self.controlplane.kill(params["component"], getattr(signal, "SIG" + params["signal"]))
         elif name == "image-missing":
             from lab.kubelet import normalise_image
 
             image = normalise_image(params["image"])
             (self.kubelet.images.discard if active else self.kubelet.images.add)(image)
+
+    async def _apiserver_down(self, active: bool, params: dict) -> None:
+        """``apiserver-down``: the supervisor keeps the API server killed until the fault is cleared (by hand or
+        after ``seconds``); clearing starts it at once and waits (at most 25 s) until it answers."""
+        if self._fault_timer is not None:
+            self._fault_timer.cancel()
+            self._fault_timer = None
+        if self.controlplane is None:
+            return
+        if active:
+            await self.controlplane.hold("kube-apiserver")
+            if params["seconds"] > 0:
+                self._fault_timer = asyncio.get_running_loop().call_later(
+                    params["seconds"], lambda: self._spawn(self.faults.clear("apiserver-down"))
+                )
+        else:
+            self.controlplane.release("kube-apiserver")
+            if not await self.controlplane.wait_healthy("kube-apiserver", 25):
+                log.warning("kube-apiserver not healthy within 25 s of the end of apiserver-down")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _kubernetes_state(self) -> dict:
         """Nodes, workloads, Services, PVCs and Events of the cluster, through the admin identity (no Secrets)."""
@@ -318,6 +348,11 @@ class LabRuntime:
         log.info("twin up: %s", json.dumps(self.cfg.endpoints()))
 
     async def stop(self) -> None:
+        if self._fault_timer is not None:
+            self._fault_timer.cancel()
+            self._fault_timer = None
+        for task in list(self._tasks):
+            task.cancel()
         for part in (self.serviceproxy, self.kubelet, self.provisioner):
             if part is None:
                 continue

@@ -23,6 +23,16 @@ behaviour depends on them):
 * kube-controller-manager and kube-scheduler ``--leader-elect=false``: one instance each.
 * kube-scheduler ``podInitialBackoffSeconds: 1``, ``podMaxBackoffSeconds: 2`` (upstream 1 s and 10 s): an
   unschedulable Pod is retried within 2 s of a node change, matching the scaled clock.
+
+Once started, the components are supervised as k3s's systemd unit supervises k3s (``Restart=always``,
+``RestartSec=5s``): a component that exits is started again with the same command line (same flags,
+certificates and etcd data, so the cluster state survives) after :data:`RESTART_SEC` (1 s in the twin). A
+component that exits again within :data:`STABLE_AFTER` seconds of its start waits twice as long each time (up to
+:data:`RESTART_MAX`); after :data:`START_LIMIT` such exits in a row the supervisor gives up on it (state
+``failed``, like systemd's ``start-limit-hit``) until :meth:`ControlPlane.release` starts it again. Each exit and
+restart is written to the component's log and counted in :meth:`ControlPlane.snapshot`. :meth:`ControlPlane.hold`
+kills a component and keeps it down until :meth:`ControlPlane.release` (the ``apiserver-down`` fault);
+:meth:`ControlPlane.stop` ends the supervision first, so a stopped twin stays stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -47,6 +58,12 @@ log = logging.getLogger("lab.controlplane")
 
 SERVICE_CIDR = "10.43.0.0/16"  # k3s's default service CIDR
 CLUSTER_NAME = "homelab-twin"
+
+# The supervisor's restart policy (systemd's Restart=always; k3s's unit has RestartSec=5s)
+RESTART_SEC = 1.0  # seconds from an exit to the restart
+STABLE_AFTER = 10.0  # a component that ran this long before it exited is restarted after RESTART_SEC again
+RESTART_MAX = 30.0  # the longest wait between restarts of a component that keeps exiting at once
+START_LIMIT = 10  # quick exits in a row after which the supervisor gives up (state "failed")
 
 IDENTITIES_BASE: dict[str, tuple[str, str | None]] = {
     "admin": ("twin-admin", "system:masters"),
@@ -82,6 +99,15 @@ class Component:
     log_file: Path
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
+    # supervision: see ControlPlane._supervise
+    state: str = "starting"  # starting | running | restarting | held | failed | stopped
+    restarts: int = 0  # how many times the supervisor started it again
+    last_exit: dict | None = None  # code, signal, at, uptime_s, reason of the last exit
+    quick_exits: int = 0  # exits in a row within STABLE_AFTER of the start
+    held: bool = False  # kept down (ControlPlane.hold) until released
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends a restart wait at once (release)
+    supervisor: asyncio.Task | None = None
+    launching: asyncio.Task | None = None  # a restart in progress (stop() waits for it, then stops the process)
 
     @property
     def running(self) -> bool:
@@ -91,7 +117,10 @@ class Component:
         return {
             "pid": self.process.pid if self.process else None,
             "running": self.running,
+            "state": self.state,
             "exit_code": None if self.process is None else self.process.returncode,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
             "health": self.health_url,
             "log": str(self.log_file),
         }
@@ -117,6 +146,13 @@ class ControlPlane:
         self.pki = pki
         self.time_scale = time_scale
         self.components: list[Component] = []
+        self._stopping = False
+        # the restart policy (module constants; tests shorten them)
+        self.restart_sec = RESTART_SEC
+        self.stable_after = STABLE_AFTER
+        self.restart_max = RESTART_MAX
+        self.start_limit = START_LIMIT
+        self.health_timeout = 120.0
 
     # -- addresses ---------------------------------------------------------------------------------------------
 
@@ -266,7 +302,11 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def start(self, timeout: float = 120.0) -> None:
-        """Start etcd, then the API server, then the controller manager and the scheduler; wait healthy each."""
+        """Start etcd, then the API server, then the controller manager and the scheduler; wait healthy each.
+
+        Then supervise them: a component that exits is started again (see the module docstring).
+        """
+        self._stopping = False
         try:
             etcd = await self._launch(self._etcd())
             await self._wait_healthy([etcd], timeout)
@@ -277,8 +317,24 @@ class ControlPlane:
         except BaseException:
             await self.stop()
             raise
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Watch every started component and start it again when it exits (done by :meth:`start`)."""
+        for component in self.components:
+            if component.supervisor is None:
+                component.state = "running"
+                component.supervisor = asyncio.create_task(
+                    self._supervise(component), name=f"supervise-{component.name}"
+                )
 
     async def _launch(self, component: Component) -> Component:
+        await self._spawn(component)
+        self.components.append(component)
+        return component
+
+    async def _spawn(self, component: Component) -> None:
+        """Start the component's process with its command line, its output appended to its log."""
         component.log_file.parent.mkdir(parents=True, exist_ok=True)
         with component.log_file.open("ab") as out:
             component.process = await asyncio.create_subprocess_exec(
@@ -289,9 +345,8 @@ class ControlPlane:
                 preexec_fn=_die_with_parent,
             )
         component.started = time.monotonic()
-        self.components.append(component)
+        component.state = "starting"
         log.info("started %s (pid %s)", component.name, component.process.pid)
-        return component
 
     async def _wait_healthy(self, components: list[Component], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -322,9 +377,170 @@ class ControlPlane:
         except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
             return False
 
+    # -- supervision -------------------------------------------------------------------------------------------
+
+    async def _supervise(self, component: Component) -> None:
+        """Start ``component`` again whenever it exits, until :meth:`stop` (systemd's ``Restart=always``)."""
+        while not self._stopping:
+            await component.process.wait()
+            if self._stopping:
+                return
+            self._exited(component)
+            while True:
+                await self._wait_restart(component)
+                if self._stopping:
+                    return
+                launch = component.launching = asyncio.ensure_future(self._spawn(component))
+                try:
+                    await asyncio.shield(launch)  # a stop() meanwhile waits for it, then stops the process
+                except OSError as exc:  # the binary is gone or cannot run: counts as an exit at once
+                    component.launching = None
+                    component.quick_exits += 1
+                    self._note(component, f"{component.name} cannot be started: {exc}")
+                    continue
+                component.launching = None
+                break
+            component.restarts += 1
+            self._note(
+                component, f"{component.name} started again (pid {component.process.pid}, restart {component.restarts})"
+            )
+            try:
+                await self._wait_healthy([component], self.health_timeout)
+            except ControlPlaneError as exc:  # it exited again (the loop restarts it) or is slow to be healthy
+                log.warning("%s", str(exc).splitlines()[0])
+            else:
+                component.state = "running"
+                took = time.monotonic() - component.started
+                self._note(component, f"{component.name} healthy {took:.1f} s after start", lab_log=False)
+
+    def _exited(self, component: Component) -> None:
+        """Record an exit of ``component`` (last_exit, the count of quick exits) and say what happens next."""
+        code = component.process.returncode
+        uptime = time.monotonic() - component.started
+        signame = None
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                signame = signal.Signals(-code).name
+        component.last_exit = {
+            "code": code,
+            "signal": signame,
+            "at": _now(),
+            "uptime_s": round(uptime, 1),
+            "reason": "held down" if component.held else "exited",
+        }
+        how = f"killed by {signame or -code}" if code < 0 else f"exited with code {code}"
+        if component.held:
+            component.quick_exits = 0
+            self._note(component, f"{component.name} {how}; held down until released")
+            return
+        component.quick_exits = component.quick_exits + 1 if uptime < self.stable_after else 1
+        if component.quick_exits > self.start_limit:
+            self._note(
+                component,
+                f"{component.name} {how} after {uptime:.1f} s; {component.quick_exits - 1} quick exits in a row: "
+                "not restarted any more (start limit)",
+            )
+            return
+        self._note(
+            component,
+            f"{component.name} {how} after {uptime:.1f} s; restart {component.restarts + 1} in "
+            f"{self._restart_delay(component):.1f} s",
+        )
+
+    def _restart_delay(self, component: Component) -> float | None:
+        """Seconds to wait before the next start (doubling while it exits at once); None: wait for release."""
+        if component.held or component.quick_exits > self.start_limit:
+            return None
+        return min(self.restart_sec * 2 ** max(component.quick_exits - 1, 0), self.restart_max)
+
+    async def _wait_restart(self, component: Component) -> None:
+        """Wait the restart delay, or while held (or given up) until :meth:`release`."""
+        while not self._stopping:
+            delay = self._restart_delay(component)
+            component.state = "restarting" if delay is not None else "held" if component.held else "failed"
+            if delay is None:
+                await component.wake.wait()
+                component.wake.clear()
+                if not component.held:
+                    component.quick_exits = 0  # released: a fresh start, with the whole start limit
+                    return
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(component.wake.wait(), delay)
+            component.wake.clear()
+            if not component.held:
+                return
+
+    def _note(self, component: Component, message: str, lab_log: bool = True) -> None:
+        """What the supervisor did, in the component's own log (and the lab log)."""
+        if lab_log:
+            log.warning("%s", message)
+        with contextlib.suppress(OSError), component.log_file.open("a") as out:
+            out.write(f"{_now()} lab-supervisor: {message}\n")
+
+    def component(self, name: str) -> Component:
+        """The component called ``name``; ``KeyError`` naming the known ones otherwise."""
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"no control-plane component {name!r}; known: {', '.join(c.name for c in self.components)}")
+
+    async def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Send ``sig`` to the component's process and wait until it exited (the supervisor restarts it).
+
+        Returns the pid that was killed, or None when the component was not running.
+        """
+        component = self.component(name)
+        if component.launching is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(component.launching)
+        process = component.process
+        if process is None or process.returncode is not None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        await process.wait()
+        return process.pid
+
+    async def hold(self, name: str) -> int | None:
+        """Kill the component (SIGKILL) and keep it down until :meth:`release`; returns the pid killed."""
+        component = self.component(name)
+        component.held = True
+        component.wake.clear()
+        return await self.kill(name, signal.SIGKILL)
+
+    def release(self, name: str) -> None:
+        """Start a held (or given-up, or restart-waiting) component again at once."""
+        component = self.component(name)
+        component.held = False
+        component.wake.set()
+
+    async def wait_healthy(self, name: str, timeout: float) -> bool:
+        """Wait until the component runs and answers its health check; False after ``timeout`` seconds."""
+        component = self.component(name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if component.running and await asyncio.to_thread(self._healthy, component.health_url):
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
     async def stop(self, timeout: float = 15.0) -> None:
-        """Stop the components in reverse order of start: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        """End the supervision, then stop the components in reverse order of start: SIGTERM, then SIGKILL after
+        ``timeout`` seconds. A restart in progress is waited for and its process stopped too."""
+        self._stopping = True
+        supervisors = [c.supervisor for c in self.components if c.supervisor is not None]
+        for task in supervisors:
+            task.cancel()
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        for component in self.components:
+            component.supervisor = None
+            if component.launching is not None:
+                with contextlib.suppress(Exception):
+                    await component.launching
+                component.launching = None
         for component in reversed(self.components):
+            component.state = "stopped"
             proc = component.process
             if proc is None or proc.returncode is not None:
                 continue
@@ -341,6 +557,10 @@ class ControlPlane:
 
     def snapshot(self) -> dict:
         return {c.name: c.describe() for c in self.components}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

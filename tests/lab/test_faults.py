@@ -18,7 +18,7 @@ from tests.twin import answers
 def test_parse_fills_defaults_converts_types_and_names_what_is_wrong():
     faults = Faults()
     assert faults.parse("proxmox-error", {"status": "503"}) == {**SPECS["proxmox-error"].params, "status": 503}
-    with pytest.raises(FaultError, match="unknown fault 'nope'; known: host-memory-short"):
+    with pytest.raises(FaultError, match="unknown fault 'nope'; known: apiserver-down, component-kill, host-memory"):
         faults.parse("nope", {})
     with pytest.raises(FaultError, match="takes status, path, method, message, not colour"):
         faults.parse("proxmox-error", {"colour": "red"})
@@ -26,6 +26,24 @@ def test_parse_fills_defaults_converts_types_and_names_what_is_wrong():
         faults.parse("host-memory-short", {"mib": "lots"})
     with pytest.raises(FaultError, match="needs deployment=<value>"):
         faults.parse("kill", {})
+
+
+def test_control_plane_faults_name_their_component_signal_and_time():
+    faults = Faults()
+    assert faults.parse("apiserver-down", {}) == {"seconds": 15}
+    assert faults.parse("apiserver-down", {"seconds": "0"}) == {"seconds": 0}, "0: until cleared"
+    with pytest.raises(FaultError, match="seconds='-3' is negative"):
+        faults.parse("apiserver-down", {"seconds": "-3"})
+    assert faults.parse("component-kill", {"component": "kube-scheduler"}) == {
+        "component": "kube-scheduler",
+        "signal": "KILL",
+    }
+    with pytest.raises(FaultError, match="needs component=<value>"):
+        faults.parse("component-kill", {})
+    with pytest.raises(FaultError, match="component='kubelet' is not one of etcd, kube-apiserver, kube-controller"):
+        faults.parse("component-kill", {"component": "kubelet"})
+    with pytest.raises(FaultError, match="signal='HUP' is not one of KILL, TERM"):
+        faults.parse("component-kill", {"component": "etcd", "signal": "HUP"})
 
 
 async def test_a_task_failure_with_a_count_clears_itself():

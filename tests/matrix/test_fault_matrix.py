@@ -245,3 +245,28 @@ def test_a_second_concurrent_run_is_refused_naming_the_holder(twin):
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     assert dump(twin)["values"]["ollama"]["model"] == "qwen2.5:3b"
+
+
+def test_the_kubernetes_api_down_during_the_helm_wait(twin):
+    # the API server stops while Helm waits for the new Ollama Pod (k3s's server restarting, its host rebooting):
+    # helm's wait fails; the run's rollback then meets an API that is down for a while. It ends in the previous
+    # state, or says "rollback incomplete" naming the cause; then restore-tier.yml puts the previous state back.
+    from tests.matrix.helpers import Run, release_status
+
+    run = Run(twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", "model=qwen2.5:3b")
+    run.stop_when(
+        lambda r: r.task_started("Step deploy") is not None and release_status(twin, "ollama") == "pending-upgrade",
+        0,  # signal 0: nothing is sent, the run goes on; the fault below is the event
+        what="the Ollama release pending",
+    )
+    twin.fault("inject", "apiserver-down", "seconds=20")
+    done = run.wait()
+    assert done.returncode != 0 and "failed at step 'deploy'" in done.stdout, done.stdout[-3000:]
+    assert "connect: connection refused" in done.stdout or "Connection refused" in done.stdout, done.stdout[-3000:]
+    wait_for(lambda: twin.kubectl("get", "nodes", check=False).returncode == 0, timeout=120, what="the API back")
+    if record(twin)["status"] != "rolled back":
+        assert record(twin)["status"] == "rollback incomplete"
+        assert "The rollback is incomplete" in done.stdout and "restore-tier.yml" in done.stdout
+        restored = playbook(twin, "restore-tier.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert dump(twin) == twin.baseline and answers_through_litellm(twin)
