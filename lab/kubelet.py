@@ -7,8 +7,10 @@ kubelet):
 
 * registers the Node (labels, taints, capacity and allocatable from the LXC's memory read when the kubelet
   starts, the extended resource ``nvidia.com/gpu`` on the GPU node) and renews its Lease in
-  ``kube-node-lease`` every 2 s; stops renewing while its LXC is stopped and reports ``Ready=False``
-  (graceful node shutdown); reports Ready with the new capacity when the LXC starts again;
+  ``kube-node-lease`` every 2 s, posting its node status again whenever the Node's differs (the node controller
+  marked it Unknown while the API server was down) and at least every minute; stops renewing while its LXC is
+  stopped and reports ``Ready=False`` (graceful node shutdown); reports Ready with the new capacity when the LXC
+  starts again;
 * watches the Pods bound to it and runs them as a kubelet does, with Pod IPs from the node's ``10.42.N.0/24``:
 
   - an image the lab does not know (``lab/images.yaml``) never starts: ``ErrImagePull``, then
@@ -18,12 +20,24 @@ kubelet):
     twin's address (``resolve`` maps ``podIP:containerPort`` there for the service proxy); a container whose
     memory limit is below what the workload needs is ``OOMKilled``; any other container runs at once
     (nothing to emulate);
-  - readiness follows the container's ``readinessProbe`` (HTTP GET against the emulated server);
-  - a container that dies (process exit, OOM, :meth:`Kubelet.kill_container`) is restarted as
+  - readiness follows the container's ``readinessProbe`` (HTTP GET against the emulated server), also while
+    the Pod terminates;
+  - a container that dies (process exit, OOM, :meth:`Kubelet.kill_container`, a SIGKILL) is restarted as
     ``restartPolicy`` says, with CrashLoopBackOff back-off (upstream 10 s doubling to 300 s, times
     ``time_scale``, at least 1 s);
-  - a Pod being deleted has its containers stopped, then is removed (delete with grace period 0, as the
-    kubelet confirms termination).
+  - a Pod being deleted (``deletionTimestamp``) is terminated as the kubelet does it, in real seconds (the
+    control plane runs in real time, so these are not scaled): the grace period is the Pod's
+    ``deletionGracePeriodSeconds`` (else ``spec.terminationGracePeriodSeconds``, 30), at least 1 s, and can
+    only get shorter; for every running container at once its ``lifecycle.preStop`` hook runs (``sleep``,
+    an ``exec`` that is a sleep, ``httpGet`` against the emulated server; other commands are logged and
+    skipped), cut when the grace period runs out; then "SIGTERM": LiteLLM's process gets a real SIGTERM
+    (uvicorn stops accepting and finishes the requests in flight), an emulated server stops listening, closes
+    its idle connections and lets the requests in flight finish, any other container exits at once; what has
+    not exited when the grace period (counted from the deletion, the hook included) runs out, and at least
+    2 s after the SIGTERM (upstream's minimum), is killed ("SIGKILL": the connections still open are reset).
+    A container that exits in time reports its exit code (0 ``Completed``), a killed one 137 ``Error``; the
+    Pod gets its final status (phase ``Succeeded`` or ``Failed``), then is removed (delete with grace period
+    0 and the Pod's UID, as the kubelet confirms termination). A node that is down confirms nothing.
 
 Logs of each container go to ``LAB_DIR/logs/pods/<namespace>_<pod>_<container>.log``.
 """
@@ -35,9 +49,11 @@ import base64
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +87,12 @@ READY_MESSAGE = "kubelet is posting ready status"
 KUBELET_PORT = 10250  # node N serves the kubelet API on the twin's address at 10250 + N
 POD_CIDR = "10.42.0.0/16"  # k3s's default cluster CIDR; node N gets 10.42.N.0/24
 IMAGES_FILE = Path(__file__).resolve().parent / "images.yaml"
+# Pod termination, in real seconds (the control plane runs in real time: not scaled by time_scale)
+DEFAULT_GRACE_PERIOD = 30  # spec.terminationGracePeriodSeconds when the Pod has none (the API server defaults it)
+MIN_KILL_GRACE = 2.0  # upstream minimumGracePeriodInSeconds: a container always gets this long after SIGTERM
+HARD_STOP_TIMEOUT = 0.5  # an emulated server's request handlers get this long to end once cancelled (SIGKILL)
+_SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash", "ash", "/bin/ash"}
+_SLEEP = re.compile(r"^\s*(?:exec\s+)?(?:/usr)?(?:/bin/)?sleep\s+(\d+(?:\.\d+)?)s?\s*;?\s*$")
 
 
 def _now() -> str:
@@ -106,6 +128,31 @@ def exit_code(returncode: int | None) -> int:
     if returncode is None:
         return 1
     return 128 - returncode if returncode < 0 else returncode
+
+
+def grace_period(pod: dict) -> float:
+    """The Pod's termination grace period as the kubelet computes it: ``metadata.deletionGracePeriodSeconds`` (set
+    by the API server at the deletion), else ``spec.terminationGracePeriodSeconds``, else 30; never below 1 s."""
+    grace = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    if grace is None:
+        grace = DEFAULT_GRACE_PERIOD
+    return float(max(int(grace), 1))
+
+
+def sleep_seconds(command: list) -> float | None:
+    """Seconds an ``exec`` hook sleeps when its command is a sleep (``["sleep", "5"]``, ``["/bin/sh", "-c",
+    "sleep 5"]``), else None (a command the twin cannot run)."""
+    words = [str(w) for w in command or []]
+    if len(words) == 3 and words[0] in _SHELLS and words[1] == "-c":
+        text = words[2]
+    elif len(words) == 2:
+        text = " ".join(words)
+    else:
+        return None
+    match = _SLEEP.match(text)
+    return float(match.group(1)) if match else None
 
 
 class ContainerConfigError(Exception):
@@ -145,6 +192,7 @@ class Container:
     restart_count: int = 0
     last_state: dict = field(default_factory=dict)
     generation: int = 0  # incremented at every start; a probe of an earlier start stops
+    stopping: bool = False  # got SIGTERM (the Pod terminates): its exit is the termination's, not a crash
     log_file: Path | None = None  # what `kubectl logs` shows
     logger: logging.Logger | None = None
 
@@ -166,6 +214,9 @@ class PodRuntime:
     deleted: bool = False
     posted: dict | None = None  # the status last patched, so an unchanged one is not sent again
     posted_version: str | None = None  # the resourceVersion that patch made; any other change resets `posted`
+    termination: asyncio.Task | None = None  # preStop hooks, SIGTERM, SIGKILL (see Kubelet._terminate)
+    terminating_since: float = 0.0  # time.monotonic() when the termination started
+    grace: float = 0.0  # its grace period in seconds (only ever shortened)
 
     @property
     def key(self) -> str:
@@ -432,6 +483,7 @@ class NodeAgent:
         self.running = False
         await self._stop_heartbeat()
         for pod in list(self.pods.values()):
+            await self.kubelet.cancel_termination(pod)  # started again (nothing left to stop) when the node is up
             for container in pod.containers.values():
                 await self.kubelet.stop_container(container)
                 container.state, container.reason, container.ready = "waiting", "NodeShutdown", False
@@ -631,6 +683,7 @@ class Kubelet:
                 "pods": {
                     p.key: {
                         "ip": p.ip,
+                        "terminating": p.termination is not None,
                         "containers": {
                             c.name: {
                                 "image": c.image,
@@ -694,6 +747,7 @@ class Kubelet:
                 if done:
                     return
         finally:
+            await self.cancel_termination(runtime)
             for container in runtime.containers.values():
                 await self.stop_container(container)
                 for handler in list(container.logger.handlers if container.logger else []):
@@ -709,12 +763,7 @@ class Kubelet:
         if not agent.running:
             return False  # a node that is down confirms nothing: a deleted Pod stays Terminating until it is back
         if pod["metadata"].get("deletionTimestamp"):
-            for container in runtime.containers.values():
-                await self.stop_container(container)
-                if container.state == "running":
-                    self._terminated(container, 0, "Completed", "")
-            await asyncio.to_thread(self._confirm_deletion, agent, runtime)
-            return True
+            return await self._sync_terminating(agent, runtime)
         if runtime.ip is None:
             runtime.ip = agent.allocate_ip((pod.get("status") or {}).get("podIP"))
             runtime.start_time = (pod.get("status") or {}).get("startTime") or _now()
@@ -733,6 +782,160 @@ class Kubelet:
                 await self._start_container(agent, runtime, spec, container)
         await self._post_pod_status(agent, runtime)
         return False
+
+    # -- pod termination ------------------------------------------------------------------------------------
+
+    async def _sync_terminating(self, agent: NodeAgent, runtime: PodRuntime) -> bool:
+        """A Pod with a ``deletionTimestamp``: start its termination (once), shorten its grace period when the API
+        server did, post its status while it runs (readiness goes on), then the final status and the confirmation.
+        Returns True once the Pod is confirmed deleted."""
+        grace = grace_period(runtime.pod)
+        if runtime.termination is None:
+            runtime.terminating_since, runtime.grace = time.monotonic(), grace
+            log.info("pod %s: terminating, grace period %.0f s", runtime.key, grace)
+            runtime.termination = asyncio.create_task(self._terminate(runtime))
+            runtime.termination.add_done_callback(lambda task: self._terminated_pod(runtime, task))
+        elif grace < runtime.grace:
+            log.info("pod %s: grace period shortened to %.0f s", runtime.key, grace)
+            runtime.grace = grace
+        done = runtime.termination.done()
+        await self._post_pod_status(agent, runtime)  # once done: the containers' exit codes, the terminal phase
+        if not done:
+            return False
+        await asyncio.to_thread(self._confirm_deletion, agent, runtime)
+        return True
+
+    @staticmethod
+    def _terminated_pod(runtime: PodRuntime, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("pod %s: termination failed: %s", runtime.key, task.exception())
+        runtime.wake.set()
+
+    async def cancel_termination(self, runtime: PodRuntime) -> None:
+        """Abandon a termination in progress (the node went down, the Pod is gone from the API: its containers are
+        stopped hard by the caller). A Pod still being deleted starts its termination again at its next sync."""
+        task, runtime.termination = runtime.termination, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _terminate(self, runtime: PodRuntime) -> None:
+        """Stop every container of the Pod at once (upstream kills them in parallel), each as :meth:`_kill` says."""
+        specs = {c["name"]: c for c in (runtime.pod.get("spec") or {}).get("containers") or []}
+        containers = list(runtime.containers.values())
+        await asyncio.gather(*(self._kill(runtime, c, specs.get(c.name) or {}) for c in containers))
+
+    def _deadline(self, runtime: PodRuntime) -> float:
+        return runtime.terminating_since + runtime.grace
+
+    async def _kill(self, runtime: PodRuntime, container: Container, spec: dict) -> None:
+        """Upstream's killContainer: the preStop hook (cut at the end of the grace period), SIGTERM, and SIGKILL
+        when the grace period is over but never sooner than :data:`MIN_KILL_GRACE` after the SIGTERM."""
+        if container.state != "running":  # waiting to start or to restart, or exited: nothing runs
+            await self.stop_container(container)
+            return
+        logger = self._container_logger(container)
+        hook = (spec.get("lifecycle") or {}).get("preStop")
+        if hook:
+            started = time.monotonic()
+            done, _ = await self._within(self._pre_stop(container, hook), lambda: self._deadline(runtime))
+            if not done:
+                logger.warning("PreStop hook cut after %.1f s: the grace period ran out", time.monotonic() - started)
+        if container.state != "running":  # killed meanwhile (a kill fault)
+            return
+        signalled = time.monotonic()
+        container.stopping = True
+        logger.info("Stopping container %s (SIGTERM)", container.name)
+        exited, code = await self._within(
+            self._sigterm(container), lambda: max(self._deadline(runtime), signalled + MIN_KILL_GRACE)
+        )
+        if container.state != "running":
+            return
+        await self.stop_container(container)
+        if exited:
+            waited = time.monotonic() - signalled
+            logger.info("Container %s exited (%s) %.1f s after SIGTERM", container.name, code, waited)
+            self._terminated(container, code, "Completed" if code == 0 else "Error", "")
+        else:
+            logger.warning("Container %s killed (SIGKILL): the grace period ran out", container.name)
+            self._terminated(container, 137, "Error", "")
+        runtime.wake.set()
+
+    @staticmethod
+    async def _within(coro: Awaitable, deadline: Callable[[], float]) -> tuple[bool, Any]:
+        """Run ``coro`` until it returns (True, its result) or ``deadline()`` (re-read as it may get shorter)
+        passes: then it is cancelled, (False, None)."""
+        task = asyncio.ensure_future(coro)
+        try:
+            while not task.done():
+                remaining = deadline() - time.monotonic()
+                if remaining <= 0:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    return False, None
+                await asyncio.wait([task], timeout=min(remaining, 0.25))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        return True, task.result()
+
+    async def _pre_stop(self, container: Container, hook: dict) -> None:
+        """Run a ``lifecycle.preStop`` handler; a failing one is logged (upstream: FailedPreStopHook) and the
+        container is stopped all the same."""
+        logger = self._container_logger(container)
+        if "sleep" in hook:
+            seconds = float((hook.get("sleep") or {}).get("seconds") or 0)
+            logger.info("PreStop hook: sleep %s s", f"{seconds:g}")
+            await asyncio.sleep(seconds)
+        elif "exec" in hook:
+            command = (hook.get("exec") or {}).get("command") or []
+            seconds = sleep_seconds(command)
+            if seconds is None:
+                logger.warning("PreStop hook: exec %s is not emulated (only sleeps are), skipped", command)
+                return
+            logger.info("PreStop hook: exec %s", command)
+            await asyncio.sleep(seconds)
+        elif "httpGet" in hook:
+            http = hook.get("httpGet") or {}
+            if container.port is None:
+                logger.warning("PreStop hook: httpGet %s: the container serves nothing here, skipped", http)
+                return
+            scheme = str(http.get("scheme") or "HTTP").lower()
+            url = f"{scheme}://{self.address}:{container.port}{http.get('path') or '/'}"
+            headers = {h["name"]: h["value"] for h in http.get("httpHeaders") or [] if "name" in h}
+            try:
+                async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+                    await resp.read()
+                    logger.info("PreStop hook: GET %s: %s", url, resp.status)
+                    if resp.status >= 400:
+                        logger.warning("FailedPreStopHook: GET %s answered %s", url, resp.status)
+            except (aiohttp.ClientError, OSError) as exc:
+                logger.warning("FailedPreStopHook: GET %s: %s", url, exc)
+        else:
+            logger.warning("PreStop hook %s: no handler the twin knows, skipped", sorted(hook))
+
+    async def _sigterm(self, container: Container) -> int:
+        """SIGTERM and wait for the exit; returns the exit code. LiteLLM's process gets a real SIGTERM; an emulated
+        server stops listening, closes its idle connections and lets the requests in flight finish (what uvicorn,
+        Go's http.Server.Shutdown and aiohttp do); any other container exits at once."""
+        if container.process is not None:
+            process = container.process
+            process.terminate()
+            return exit_code(await process.wait())
+        if container.runner is not None:
+            runner = container.runner
+            for site in list(runner.sites):
+                await site.stop()
+            await asyncio.sleep(0)  # the connections accepted before are being handled
+            server = runner.server
+            if server is not None:
+                server.pre_shutdown()  # no new request on a kept-alive connection
+                # idle connections are closed at once, busy ones once their response is sent; the caller cancels
+                # this at the end of the grace period (and then kills what is left)
+                await server.shutdown(timeout=24 * 3600)
+        return 0
 
     def _confirm_deletion(self, agent: NodeAgent, runtime: PodRuntime) -> None:
         try:
@@ -829,6 +1032,7 @@ class Kubelet:
         container.state, container.reason, container.message = "running", "", ""
         container.started_at = _now()
         container.generation += 1
+        container.stopping = False
         for port in spec.get("ports") or []:
             if container.port is not None:
                 self.endpoints[(runtime.ip, int(port["containerPort"]))] = (self.address, container.port)
@@ -870,7 +1074,7 @@ class Kubelet:
         process = container.process
         while process is not None and process.running and container.process is process:
             await asyncio.sleep(0.5)
-        if container.process is process and container.state == "running":
+        if container.process is process and container.state == "running" and not container.stopping:
             code = process.proc.returncode if process.proc is not None else 1
             self._terminated(container, exit_code(code), "Error", f"the process exited ({code})")
             runtime.wake.set()
@@ -893,15 +1097,21 @@ class Kubelet:
                 await asyncio.sleep(period if ok else 0.2)
 
     async def stop_container(self, container: Container) -> None:
-        """Stop the container's server or process, if it has one (idempotent)."""
+        """Stop the container's server or process at once, as SIGKILL does (idempotent): LiteLLM's process group is
+        killed; an emulated server stops listening, its open connections are reset and its request handlers
+        cancelled."""
         for key, value in list(self.endpoints.items()):
             if container.port is not None and value == (self.address, container.port):
                 self.endpoints.pop(key, None)
         if container.process is not None:
             process, container.process = container.process, None
-            await process.stop()
+            await process.kill()
         if container.runner is not None:
             runner, container.runner = container.runner, None
+            if runner.server is not None:
+                for connection in runner.server.connections:
+                    if connection.transport is not None:
+                        connection.transport.abort()
             await runner.cleanup()
         container.emulator = None
         container.ready = False
@@ -923,7 +1133,10 @@ class Kubelet:
     async def _serve(self, container: Container, app: web.Application) -> None:
         sock = _free_port(self.address)
         logger = self._container_logger(container)
-        runner = web.AppRunner(app, access_log=logger, access_log_format='%a "%r" %s %b %Tf')
+        # graceful shutdown is the kubelet's SIGTERM (_sigterm); cleanup() is the SIGKILL, hence the short timeout
+        runner = web.AppRunner(
+            app, access_log=logger, access_log_format='%a "%r" %s %b %Tf', shutdown_timeout=HARD_STOP_TIMEOUT
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         container.runner = runner
@@ -1013,6 +1226,10 @@ class Kubelet:
         all_ready = bool(containers) and all(c.ready for c in containers)
         any_started = any(c.state == "running" or c.restart_count for c in containers)
         phase = "Running" if any_started else "Pending"
+        if runtime.termination is not None and runtime.termination.done():
+            # a deleted Pod whose containers all stopped ends in a terminal phase before it is removed (1.27+)
+            succeeded = all(c.state == "terminated" and c.exit_code == 0 for c in containers)
+            phase = "Succeeded" if containers and succeeded else "Failed"
         now = _now()
         previous = {c["type"]: c for c in (runtime.pod.get("status") or {}).get("conditions") or []}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -90,16 +91,32 @@ class LiteLLMProcess:
                 await asyncio.sleep(0.5)
         return False
 
-    async def stop(self) -> None:
-        """Terminate the proxy and its children; kill after 10 s."""
-        if self.proc is None or self.proc.returncode is not None:
+    def terminate(self) -> None:
+        """SIGTERM to the proxy's main process, as the container runtime signals a container's PID 1: uvicorn stops
+        accepting connections, finishes the requests in flight and exits (see :meth:`wait`)."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+
+    async def wait(self) -> int | None:
+        """Wait for the main process to exit; its return code (-N when killed by signal N)."""
+        if self.proc is None:
+            return None
+        return await self.proc.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL to the whole process group (a container's processes die with it), and wait for the exit."""
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            await self.proc.wait()
+        await self.proc.wait()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the proxy (:meth:`terminate`); kill it and its children after ``timeout`` seconds."""
+        if self.proc is None:
+            return
+        self.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+        await self.kill()

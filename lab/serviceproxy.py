@@ -13,6 +13,14 @@ Each accepted connection goes to one endpoint of the Service, chosen as kube-pro
 * none at all: the connection is reset at once (SO_LINGER 0), the nearest a user-space proxy gets to the REJECT
   rule kube-proxy installs for a Service without endpoints.
 
+Like kube-proxy, it lags behind the API: every change of a Service or of its endpoints (an endpoint added, becoming
+ready, becoming not ready or terminating, removed) takes effect ``lag`` seconds after the proxy's watch saw it
+(``kubernetes.proxy_lag_seconds`` in ``lab/topology.yaml``, default 1.0, real seconds: not scaled by
+``time_scale``), each change in the order it was seen. Until then new connections go to the endpoints as they were,
+among them a Pod that is being deleted and already got SIGTERM: a server that stops accepting at SIGTERM loses
+them, which is why the charts give their Pods a ``preStop`` delay longer than this lag (Kubernetes docs
+"Termination of Pods"; kubernetes/kubernetes#67592).
+
 An endpoint's address is a Pod IP that exists nowhere on this machine and is never connected to: ``resolve(ip,
 port)`` (the twin's kubelet) gives the loopback ``(host, port)`` where that Pod's process really listens; when it
 gives ``None`` (nothing listens for that Pod) or the connection is refused, the client is reset too. Bytes are
@@ -35,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lab.kubeclient import Reflector, close_api_client, new_api_client
 
 log = logging.getLogger("lab.serviceproxy")
@@ -42,6 +52,16 @@ log = logging.getLogger("lab.serviceproxy")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
+DEFAULT_LAG = 1.0  # seconds, about what kube-proxy takes to program a change it watched
+TOPOLOGY = Path(__file__).resolve().parent / "topology.yaml"
+
+
+def topology_lag(topology: dict | None = None) -> float:
+    """The proxy lag of the topology (``kubernetes.proxy_lag_seconds``; ``lab/topology.yaml`` when None)."""
+    if topology is None:
+        topology = yaml.safe_load(TOPOLOGY.read_text()) or {}
+    value = (topology.get("kubernetes") or {}).get("proxy_lag_seconds", DEFAULT_LAG)
+    return max(0.0, float(DEFAULT_LAG if value is None else value))
 
 
 class ServiceProxyError(RuntimeError):
@@ -89,7 +109,8 @@ class ServiceProxy:
 
     ``services`` maps ``namespace/name`` of a Service to the TCP port on ``address`` where it is exposed (0: any
     free port, see :meth:`snapshot`); ``resolve(pod_ip, port)`` gives the loopback ``(host, port)`` of the Pod's
-    process, or None.
+    process, or None. ``lag``: seconds from a change seen by the watches to its effect (None: the topology's
+    ``kubernetes.proxy_lag_seconds``; 0: at once).
     """
 
     def __init__(
@@ -98,13 +119,20 @@ class ServiceProxy:
         address: str,
         services: dict[str, int],
         resolve: Callable[[str, int], tuple[str, int] | None],
+        lag: float | None = None,
     ):
         self.kubeconfig = Path(kubeconfig)
         self.address = address
         self.services = dict(services)
         self.resolve = resolve
+        self.lag = topology_lag() if lag is None else max(0.0, float(lag))
         self._service: dict[str, dict] = {}
         self._slices: dict[str, dict[str, dict]] = {key: {} for key in self.services}
+        # what the proxy forwards to: the endpoints as the watches saw them `lag` seconds ago
+        self._applied: dict[str, list[Endpoint]] = {key: [] for key in self.services}
+        self._seen: dict[str, int] = dict.fromkeys(self.services, 0)  # changes seen per Service
+        self._done: dict[str, int] = dict.fromkeys(self.services, 0)  # the last of them applied
+        self._timers: set[asyncio.TimerHandle] = set()
         self._next: dict[str, int] = dict.fromkeys(self.services, 0)
         self._stats: dict[str, dict[str, int]] = {
             key: {"connections": 0, "rejected": 0, "active": 0} for key in self.services
@@ -150,6 +178,9 @@ class ServiceProxy:
         """Stop watching, stop listening and reset the connections still being forwarded."""
         for reflector in self._reflectors:
             reflector.stop()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         for server in self._servers.values():
             server.close()
         for task in list(self._connections):
@@ -182,11 +213,14 @@ class ServiceProxy:
             await asyncio.sleep(0.05)
 
     def snapshot(self) -> dict:
-        """Per exposed Service: its port, the endpoints of the forwarded port and the connection counters."""
+        """Per exposed Service: its port, the endpoints of the forwarded port in effect, how many changes seen are
+        not yet (``pending``, see ``lag``), the lag and the connection counters."""
         return {
             key: {
                 "port": self._bound.get(key, port),
                 "endpoints": [ep.describe() for ep in self._endpoints(key)],
+                "pending": self._seen[key] - self._done[key],
+                "lag": self.lag,
                 **self._stats[key],
             }
             for key, port in self.services.items()
@@ -197,6 +231,8 @@ class ServiceProxy:
     def _on_service(self, event: str, data: Any) -> None:
         if event == "SYNC":
             self._service = {k: svc for svc in data if (k := _key(svc)) in self.services}
+            for key in self.services:
+                self._changed(key)
             return
         key = _key(data)
         if key not in self.services:
@@ -205,21 +241,54 @@ class ServiceProxy:
             self._service.pop(key, None)
         else:
             self._service[key] = data
+        self._changed(key)
 
     def _on_endpointslice(self, event: str, data: Any) -> None:
         if event == "SYNC":
             self._slices = {key: {} for key in self.services}
             for item in data:
-                self._on_endpointslice("ADDED", item)
+                self._store_slice("ADDED", item)
+            for key in self.services:
+                self._changed(key)
             return
+        key = self._store_slice(event, data)
+        if key is not None:
+            self._changed(key)
+
+    def _store_slice(self, event: str, data: dict) -> str | None:
         meta = data.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{(meta.get('labels') or {}).get(SERVICE_NAME_LABEL, '')}"
         if key not in self.services:
-            return
+            return None
         if event == "DELETED":
             self._slices[key].pop(meta.get("name", ""), None)
         else:
             self._slices[key][meta.get("name", "")] = data
+        return key
+
+    def _changed(self, key: str) -> None:
+        """The watches changed what ``key`` forwards to: it takes effect ``lag`` seconds from now (at once when 0)."""
+        self._seen[key] += 1
+        change, endpoints = self._seen[key], self._watched(key)
+        if self.lag <= 0:
+            self._apply(key, change, endpoints)
+            return
+        timer: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._apply(key, change, endpoints)
+
+        timer = asyncio.get_running_loop().call_later(self.lag, fire)
+        self._timers.add(timer)
+
+    def _apply(self, key: str, change: int, endpoints: list[Endpoint]) -> None:
+        if change <= self._done[key]:
+            return  # a later change is already in effect
+        self._done[key] = change
+        if [ep.describe() for ep in endpoints] != [ep.describe() for ep in self._applied[key]]:
+            log.debug("%s: endpoints now %s", key, [ep.describe() for ep in endpoints])
+        self._applied[key] = endpoints
 
     # -- endpoint choice ---------------------------------------------------------------------------------------
 
@@ -236,7 +305,12 @@ class ServiceProxy:
         return chosen.get("name") or ""
 
     def _endpoints(self, key: str) -> list[Endpoint]:
-        """The endpoints of the Service's EndpointSlices for the forwarded port (first address, no duplicates)."""
+        """The endpoints the proxy forwards to now: those :meth:`_watched` gave ``lag`` seconds ago."""
+        return self._applied.get(key, [])
+
+    def _watched(self, key: str) -> list[Endpoint]:
+        """The endpoints of the Service's EndpointSlices for the forwarded port (first address, no duplicates), as
+        the watches have them now."""
         name = self._port_name(key)
         if name is None:
             return []

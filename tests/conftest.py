@@ -55,3 +55,21 @@ def module_runner(capsys):
         return run_module(module, args, check_mode=check_mode, diff=diff, capsys=capsys)
 
     return _run
+
+
+# The longest test files (each a twin of its own and many playbook runs) come first, so `make pytest`'s workers
+# (pytest-xdist, --dist loadfile: a file runs on one worker) start them at once and the short ones fill in.
+LONGEST_FIRST = [
+    "tests/matrix/test_stop_and_run_again.py",
+    "tests/matrix/test_stop_anywhere.py",
+    "tests/matrix/test_fault_matrix.py",
+    "tests/matrix/test_fault_runtimes.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = Path(item.path).resolve().relative_to(ROOT).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)

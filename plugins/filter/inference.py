@@ -43,6 +43,7 @@ description:
   - C(node_states) keeps what a restore needs of the tiers' Nodes (cordoned, Ready).
   - C(release_differs) says whether a Helm release is not what a record says it was.
   - C(runtime_problem) names why a tier's runtime does not answer (cordoned node, Pending Pod, ...).
+  - C(node_problems) names the nodes that are cordoned, not Ready or missing.
   - C(state_drift) lists how the state now differs from what the last finished run left.
 """
 
@@ -466,6 +467,22 @@ def release_differs(now, recorded):
     )
 
 
+def node_problems(nodes, names):
+    """``["node X is cordoned", "node Y is not Ready (Kubelet stopped posting node status.)", ...]`` for the nodes
+    ``names`` in ``nodes`` (``node_states``); a name missing from ``nodes`` is "not in the cluster"."""
+    out = []
+    for name in names or []:
+        node = (nodes or {}).get(name)
+        if node is None:
+            out.append(f"node {name} is not in the cluster")
+            continue
+        if node.get("unschedulable"):
+            out.append(f"node {name} is cordoned")
+        if not node.get("ready"):
+            out.append(f"node {name} is not Ready ({node.get('reason') or 'no status'})")
+    return out
+
+
 def runtime_problem(entry, pods=None, nodes=None, error=""):
     """Why tier ``entry`` (a plan entry: ``tier``, ``runtime``, ``node``, ``api_url``) does not answer, in one line
     an operator can act on: e.g. ``tier ollama: Ollama does not answer at http://...:11434 (connection refused);
@@ -483,15 +500,7 @@ def runtime_problem(entry, pods=None, nodes=None, error=""):
     text = f"tier {entry.get('tier')}: {runtime} does not answer at {entry.get('api_url')}"
     if error:
         text += f" ({str(error).strip()[:200]})"
-    causes = []
-    node = (nodes or {}).get(entry.get("node"))
-    if node is None and entry.get("node"):
-        causes.append(f"node {entry.get('node')} is not in the cluster")
-    elif node is not None:
-        if node.get("unschedulable"):
-            causes.append(f"node {entry.get('node')} is cordoned")
-        if not node.get("ready"):
-            causes.append(f"node {entry.get('node')} is not Ready ({node.get('reason') or 'no status'})")
+    causes = node_problems(nodes, [entry["node"]] if entry.get("node") else [])
     live = [p for p in pods or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not live:
         causes.append(f"{runtime} has no Pod" + (" (only terminating ones)" if pods else ""))
@@ -600,5 +609,6 @@ class FilterModule:
             "node_states": node_states,
             "release_differs": release_differs,
             "runtime_problem": runtime_problem,
+            "node_problems": node_problems,
             "state_drift": state_drift,
         }

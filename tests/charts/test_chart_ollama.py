@@ -56,7 +56,9 @@ def test_no_model_pull_at_pod_start(rendered, helm):
         spec = one(objs, "Deployment")["spec"]["template"]["spec"]
         assert "initContainers" not in spec
         for ctr in spec["containers"]:
-            assert "lifecycle" not in ctr
+            # the only hook is the preStop delay of a graceful rollover (test_chart_rollover.py): nothing at start
+            assert set(ctr.get("lifecycle", {})) <= {"preStop"}
+            assert set(ctr.get("lifecycle", {}).get("preStop", {})) <= {"sleep"}
             assert "command" not in ctr
             assert ctr["args"] == ["serve"]
             assert not any("pull" in str(v) for v in ctr.get("env", []))

@@ -80,7 +80,11 @@ spec:
           env:
             - name: LITELLM_MASTER_KEY
               valueFrom: {{secretKeyRef: {{name: litellm-secrets, key: master-key}}}}
-          readinessProbe: {{httpGet: {{path: /health/readiness, port: http}}, periodSeconds: 10}}
+          readinessProbe: {{httpGet: {{path: /health/readiness, port: http}}, periodSeconds: 5, failureThreshold: 2}}
+          # a graceful rollover, as charts/litellm with the lab inventory: serve on for 2 s after the deletion (the
+          # service proxy lags 1 s behind the endpoints), then SIGTERM
+          lifecycle: {{preStop: {{sleep: {{seconds: 2}}}}}}
           volumeMounts: [{{name: config, mountPath: /app/config.yaml, subPath: config.yaml, readOnly: true}}]
+      terminationGracePeriodSeconds: 15
       volumes: [{{name: config, configMap: {{name: litellm-config}}}}]
 """

@@ -166,8 +166,12 @@ def test_the_twin_survives_an_api_server_outage(twin):
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
 
-    # the Deployment created after the outage got its Pod, scheduled and run
-    twin.wait_for(lambda: any(_running(p) for p in _pods(twin, "after-outage")), timeout=60, what="the new Pod running")
+    # the Deployment created after the outage got its Pod, scheduled and run. The controller manager and the
+    # scheduler ran through the outage; their informers retry with client-go's back-off (0.8 s doubling to 30 s,
+    # jittered), so they may take some 30 s more to see what was created meanwhile
+    twin.wait_for(
+        lambda: any(_running(p) for p in _pods(twin, "after-outage")), timeout=90, interval=0.5, what="the new Pod"
+    )
 
     component = _component(twin, "kube-apiserver")
     assert component["restarts"] == restarts + 1 and component["state"] == "running"

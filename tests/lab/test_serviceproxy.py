@@ -120,7 +120,7 @@ class Resolver:
 @pytest.fixture
 async def proxy(pods):
     resolver = Resolver({(ip, 11434): ("127.0.0.1", pod.port) for ip, pod in zip(POD_IPS, pods, strict=True)})
-    proxy = ServiceProxy(Path("/nonexistent/kubeconfig"), "127.0.0.1", {KEY: 0}, resolver)
+    proxy = ServiceProxy(Path("/nonexistent/kubeconfig"), "127.0.0.1", {KEY: 0}, resolver, lag=0)
     await proxy._listen()  # no API server here: the tests play the watches
     proxy._on_service("SYNC", [service()])
     yield proxy
@@ -181,6 +181,69 @@ async def test_serving_terminating_endpoints_are_used_only_when_none_is_ready(pr
     gone = endpoint(POD_IPS[0], ready=False, serving=False, terminating=True)
     proxy._on_endpointslice("MODIFIED", endpoint_slice([gone, draining]))
     assert await ask_many(proxy, 2) == ["pod-b", "pod-b"]
+
+
+# -- propagation lag (kube-proxy programs a change about 1 s after it happens) ----------------------------------
+
+
+@pytest.fixture
+async def lagging(pods):
+    """A proxy that lags 0.4 s behind its watches (its Service just listed)."""
+    resolver = Resolver({(ip, 11434): ("127.0.0.1", pod.port) for ip, pod in zip(POD_IPS, pods, strict=True)})
+    proxy = ServiceProxy(Path("/nonexistent/kubeconfig"), "127.0.0.1", {KEY: 0}, resolver, lag=0.4)
+    await proxy._listen()
+    proxy._on_service("SYNC", [service()])
+    yield proxy
+    await proxy.stop()
+
+
+async def test_every_endpoint_change_takes_effect_only_after_the_lag(lagging, pods):
+    proxy = lagging
+    seen = time.monotonic()
+    proxy._on_endpointslice("SYNC", [endpoint_slice([endpoint(POD_IPS[0])])])
+    assert await ask(proxy) == "RESET", "an endpoint added takes effect only after the lag"
+    assert proxy.snapshot()[KEY]["pending"] == 2 and proxy.snapshot()[KEY]["lag"] == 0.4
+    assert await proxy.wait_ready(KEY, 2)
+    assert 0.35 <= time.monotonic() - seen < 1.0
+    assert await ask_many(proxy, 2) == ["pod-a", "pod-a"]
+
+    # pod-a is being deleted (SIGTERM soon), pod-b is the ready replacement: for the lag, new connections still go to
+    # pod-a alone, as kube-proxy sends them to a Pod that already got SIGTERM
+    seen = time.monotonic()
+    terminating = endpoint(POD_IPS[0], ready=False, serving=True, terminating=True)
+    proxy._on_endpointslice("MODIFIED", endpoint_slice([terminating, endpoint(POD_IPS[1])]))
+    during = await ask_many(proxy, 3)
+    assert time.monotonic() - seen < 0.35
+    assert during == ["pod-a"] * 3
+    await asyncio.sleep(0.45)
+    assert await ask_many(proxy, 3) == ["pod-b"] * 3
+    assert proxy.snapshot()[KEY]["pending"] == 0
+
+    proxy._on_endpointslice("DELETED", endpoint_slice([]))
+    assert await ask(proxy) == "pod-b:hello", "a removed endpoint still gets connections during the lag"
+    await asyncio.sleep(0.45)
+    assert await ask(proxy) == "RESET"
+
+
+async def test_changes_take_effect_in_the_order_they_were_seen(lagging, pods):
+    proxy = lagging
+    proxy._on_endpointslice("SYNC", [endpoint_slice([endpoint(POD_IPS[0])])])
+    await asyncio.sleep(0.2)
+    proxy._on_endpointslice("MODIFIED", endpoint_slice([endpoint(POD_IPS[1])]))
+    await asyncio.sleep(0.25)  # the first change is in effect, the second not yet
+    assert await ask_many(proxy, 2) == ["pod-a", "pod-a"]
+    await asyncio.sleep(0.25)
+    assert await ask_many(proxy, 2) == ["pod-b", "pod-b"]
+
+
+def test_the_lag_comes_from_the_topology_by_default():
+    from lab.serviceproxy import topology_lag
+
+    assert topology_lag() == 1.0  # lab/topology.yaml kubernetes.proxy_lag_seconds
+    assert topology_lag({"kubernetes": {"proxy_lag_seconds": 0.25}}) == 0.25
+    assert topology_lag({"kubernetes": {}}) == 1.0
+    assert ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 0}, lambda ip, port: None).lag == 1.0
+    assert ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 0}, lambda ip, port: None, lag=0).lag == 0
 
 
 async def test_no_endpoint_resets_the_connection_at_once(proxy, pods):
@@ -260,7 +323,7 @@ async def test_the_pod_closing_its_side_closes_the_client(proxy, pods):
 
 async def test_stop_resets_forwarded_connections(pods):
     resolver = Resolver({(POD_IPS[0], 11434): ("127.0.0.1", pods[0].port)})
-    proxy = ServiceProxy(Path("/nonexistent"), "127.0.0.1", {KEY: 0}, resolver)
+    proxy = ServiceProxy(Path("/nonexistent"), "127.0.0.1", {KEY: 0}, resolver, lag=0)
     await proxy._listen()
     proxy._on_service("SYNC", [service()])
     proxy._on_endpointslice("SYNC", [endpoint_slice([endpoint(POD_IPS[0])])])
@@ -283,19 +346,19 @@ def test_the_service_port_is_the_one_equal_to_the_exposed_port_else_the_first():
             "ports": [{"name": "metrics", "port": 9101}, {"name": "http", "port": 11500}],
         }
     ]
-    exposed = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 11434}, lambda ip, port: None)
+    exposed = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 11434}, lambda ip, port: None, lag=0)
     exposed._on_service("SYNC", [service(ports=metrics_first)])
     exposed._on_endpointslice("SYNC", slices)
     assert [ep.port for ep in exposed._endpoints(KEY)] == [11500]
 
-    other = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 8080}, lambda ip, port: None)
+    other = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 8080}, lambda ip, port: None, lag=0)
     other._on_service("SYNC", [service(ports=metrics_first)])
     other._on_endpointslice("SYNC", slices)
     assert [ep.port for ep in other._endpoints(KEY)] == [9101]
 
 
 def test_unnamed_ports_duplicates_and_nil_conditions():
-    proxy = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 11434}, lambda ip, port: None)
+    proxy = ServiceProxy(Path("/x"), "127.0.0.1", {KEY: 11434}, lambda ip, port: None, lag=0)
     proxy._on_service("ADDED", service(ports=[{"port": 11434}]))
     nil_conditions = {"addresses": [POD_IPS[0]], "conditions": {}}
     one = {**endpoint_slice([nil_conditions], name="a"), "ports": [{"port": 11434}]}
@@ -326,7 +389,7 @@ async def test_a_port_in_use_is_an_error_naming_address_and_port():
         taken.listen()
         port = taken.getsockname()[1]
         other = free_port()
-        proxy = ServiceProxy(Path("/x"), "127.0.0.1", {"ml/litellm": other, KEY: port}, lambda ip, p: None)
+        proxy = ServiceProxy(Path("/x"), "127.0.0.1", {"ml/litellm": other, KEY: port}, lambda ip, p: None, lag=0)
         with pytest.raises(ServiceProxyError, match=f"127.0.0.1:{port}"):
             await proxy._listen()
     with socket.socket() as probe:  # the port bound before the failure was released again
@@ -518,7 +581,7 @@ def test_live_service_without_a_resolvable_endpoint_is_reset_never_connected(liv
         },
     )
     address = live_twin.endpoints["address"]
-    time.sleep(1)  # let the watch deliver the slice
+    time.sleep(2)  # let the watch deliver the slice and the proxy apply it (its lag: 1 s)
     started = time.monotonic()
     assert _connect(address, 8000) == "RESET"
     assert time.monotonic() - started < 2

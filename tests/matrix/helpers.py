@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
 
@@ -229,4 +230,46 @@ def every_alias_answers(twin: Twin) -> bool:
     return all(answers_through_litellm(twin, alias) for alias in ("ollama-qwen", "vllm-qwen"))
 
 
-SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT}
+# -- stopping a run inside a step ------------------------------------------------------------------------------
+
+UPGRADE = "upgrade-model.yml"
+
+
+def start(twin, model: str, *args: str, tier: str = "ollama") -> Run:
+    return Run(twin, UPGRADE, "-e", f"tier={tier}", "-e", f"model={model}", *args)
+
+
+def stopped(run: Run, condition, sig: int, what: str) -> str:
+    """Stop ``run`` with ``sig`` once ``condition`` holds; check it ended without a rescue, its record left
+    ``running``; return the task it was in."""
+    task = run.stop_when(condition, sig, what=what)
+    done = run.wait()
+    if sig == signal.SIGKILL:
+        assert done.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: ansible-playbook ends with "User interrupted execution", running no rescue and no always
+        assert done.returncode != 0 and "User interrupted execution" in done.stdout, done.stdout[-2000:]
+    assert record(run.twin)["status"] == "running", "a stopped run runs no rescue: its record stays unfinished"
+    return task
+
+
+def after(run: Run, text: str, seconds: float = 0.0):
+    """The run is at least ``seconds`` into the last task whose name contains ``text``."""
+    started = run.task_started(text)
+    return started is not None and started >= seconds
+
+
+def assert_back_to_previous(twin, recovered) -> None:
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    state = dump(twin)
+    assert state == twin.baseline, {k: (state[k], twin.baseline[k]) for k in state if state[k] != twin.baseline[k]}
+    assert not state["unschedulable"] and every_alias_answers(twin)
+
+
+def forget_pins(twin) -> None:
+    """A successful upgrade pins its model in the inventory's pins file; the rebuilt baseline has none."""
+    (twin.lab_dir / "model-pins.yml").unlink(missing_ok=True)
+
+
+# an accuracy no model reaches: the gate fails and the run rolls back
+GATE = yaml.safe_load((ROOT / "inventory" / "lab" / "group_vars" / "all" / "main.yml").read_text())["inference_gate"]
+GATE_FAILS = json.dumps({"inference_gate": {**GATE, "min_accuracy": 1.01}})

@@ -20,8 +20,7 @@ import time
 
 import pytest
 
-from tests.matrix.helpers import Run, dump, every_alias_answers, playbook, record, upgrade
-from tests.matrix.test_stop_anywhere import GATE_FAILS, forget_pins
+from tests.matrix.helpers import GATE_FAILS, Run, dump, every_alias_answers, forget_pins, playbook, record, upgrade
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -52,7 +51,8 @@ def rounds():
 
 @pytest.mark.parametrize(("model", "args", "at", "sig", "recovery"), list(rounds()))
 def test_stopped_at_a_random_instant_then_recovered(twin, model, args, at, sig, recovery):
-    print(f"CHAOS_SEED={SEED}: {model} {' '.join(args)[:40]} stopped at {at} s with {signal.Signals(sig).name}, {recovery}")
+    what = f"{model} {' '.join(args)[:40]} stopped at {at} s with {signal.Signals(sig).name}, {recovery}"
+    print(f"CHAOS_SEED={SEED}: {what}")
     run = Run(twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", f"model={model}", *args)
     try:
         run.stop_when(lambda r: time.monotonic() - r.started >= at, sig, what=f"{at} s")

@@ -429,3 +429,14 @@ def test_after_a_rollback_the_recorded_state_is_expected_and_unfinished_runs_are
     ]
     assert state_drift({"status": "running", "snapshot": _snapshot(), "plan": PLAN}, moved) == []
     assert state_drift(None, moved) == []
+
+
+def test_node_problems_name_cordoned_not_ready_and_missing_nodes():
+    from inference import node_problems
+
+    nodes = node_states([_node("a", unschedulable=True), _node("b", ready=False), _node("c")])
+    assert node_problems(nodes, ["a", "b", "c", "d"]) == [
+        "node a is cordoned",
+        "node b is not Ready (gone)",
+        "node d is not in the cluster",
+    ]

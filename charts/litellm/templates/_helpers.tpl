@@ -197,3 +197,21 @@ Pod affinity: `affinity` with the keepOffGpuNodes expression added to every requ
 {{- end -}}
 {{- with $affinity }}{{ toYaml . }}{{ end }}
 {{- end }}
+
+{{/*
+The container's lifecycle: a `preStop` hook with the `sleep` action (Kubernetes 1.30+, no binary needed in the
+image) of `preStopSleepSeconds`, nothing when it is 0. Refuses a delay that is not shorter than
+`terminationGracePeriodSeconds`: the grace period counts from the Pod's deletion, the delay included.
+*/}}
+{{- define "litellm.lifecycle" -}}
+{{- $sleep := int .Values.preStopSleepSeconds -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds -}}
+{{- if gt $sleep 0 -}}
+{{- if ge $sleep $grace -}}
+{{- fail (printf "preStopSleepSeconds (%d) must be shorter than terminationGracePeriodSeconds (%d): the grace period counts from the Pod's deletion, the preStop delay included, and the container needs time after its SIGTERM to finish the requests in flight" $sleep $grace) -}}
+{{- end -}}
+preStop:
+  sleep:
+    seconds: {{ $sleep }}
+{{- end -}}
+{{- end -}}
