@@ -132,6 +132,9 @@ class OpenAIClient:
             :meth:`chat`.
         verify (bool | str): verify TLS certificates; a string is the path of a CA bundle (PEM) to trust.
         headers (dict[str, str] | None): extra headers sent with every request.
+        keep_alive (bool): reuse connections between requests (httpx's pool). False opens a connection per request,
+            so each one is routed afresh (a Service's kube-proxy picks a ready endpoint for every new connection,
+            while a kept-alive connection stays with the Pod it was opened to, even while that Pod shuts down).
 
     Raises:
         OpenAIError: from every method on failure (see the module docstring).
@@ -145,6 +148,7 @@ class OpenAIClient:
         timeout: float = DEFAULT_TIMEOUT,
         verify: bool | str = True,
         headers: dict[str, str] | None = None,
+        keep_alive: bool = True,
     ):
         if not HAS_HTTPX:
             raise ImportError(f"httpx is required for OpenAIClient: {HTTPX_IMPORT_ERROR}")
@@ -154,8 +158,13 @@ class OpenAIClient:
         all_headers.update(headers or {})
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
+        limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
         self._client = httpx.Client(
-            base_url=self.base_url, timeout=self.timeout, verify=_verify_value(verify), headers=all_headers
+            base_url=self.base_url,
+            timeout=self.timeout,
+            verify=_verify_value(verify),
+            headers=all_headers,
+            limits=limits,
         )
 
     def close(self) -> None:

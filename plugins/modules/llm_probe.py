@@ -29,7 +29,11 @@ description:
     the stop file at the end, and wait for it with M(ansible.builtin.async_status) to get the figures.
   - A request fails when no answer comes back within O(timeout), that is an HTTP error status (LiteLLM answers 500 when
     the backend and every fallback failed), a refused or reset connection, a timeout. An answer from a fallback
-    model group is an answer (counted in C(fallbacks)).
+    model group is an answer (counted in C(fallbacks)). A failed request is not retried.
+  - Each request opens a connection of its own (no keep-alive), so it is routed as a new client's request is; the
+    Service's proxy (kube-proxy) picks a ready endpoint for every new connection. A kept-alive connection stays with
+    the Pod it was opened to, also while that Pod shuts down; closing it races with a request sent at that moment,
+    which a pooling client retries (Paperless-AI's OpenAI SDK retries twice) and is not what this probe measures.
   - Read-only, C(changed) is always false. In check mode it returns at once without sending anything.
 version_added: "0.1.0"
 author: home-lab inference project
@@ -51,7 +55,8 @@ options:
     default: 1.0
   timeout:
     description:
-      - Seconds a request may take before it counts as failed.
+      - Seconds a request may take before it counts as failed. Use what the clients wait, for example 600 for
+        Paperless-AI (the OpenAI Node SDK's default timeout).
     type: float
     default: 30
   max_tokens:
@@ -225,7 +230,10 @@ def main():
             return False
 
     def client() -> OpenAIClient:
-        return OpenAIClient(p["api_url"], api_key=p["api_key"], timeout=p["timeout"], verify=verify_from_params(p))
+        # a new connection per request, routed afresh as a new client's: see the module's notes
+        return OpenAIClient(
+            p["api_url"], api_key=p["api_key"], timeout=p["timeout"], verify=verify_from_params(p), keep_alive=False
+        )
 
     probe = ClientProbe(
         client,

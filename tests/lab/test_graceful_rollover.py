@@ -308,7 +308,6 @@ def test_without_a_prestop_delay_a_rollover_fails_requests(twin, core, namespace
     rejected = twin.state()["services"]["ml/ollama"]["rejected"]
     requests, pods, old, _new = roll(twin, core, "ollama", "app=ollama", url)
     info = summary(requests, pods, old)
-    print(info)
     assert requests.failures, f"some requests fail: {info}"
     assert {what for _at, what in requests.failures} <= {"ConnectError", "RemoteProtocolError", "ReadError"}, info
     deleted = pods.deleted_at(old)

@@ -303,6 +303,8 @@ def killed_litellm(twin, core, litellm):
         return status["restartCount"] > before["restartCount"] and status["ready"] and _pod_ready(pod) and pod
 
     after = twin.wait_for(restarted_and_ready, timeout=180, what="the killed container to be restarted and ready")
+    # the service proxy takes the ready endpoint back a moment later (its lag, as kube-proxy's)
+    twin.wait_for(lambda: answers(litellm + "/health/liveliness"), timeout=30, what="the Service to answer again")
     return {"before": before, "after": after, "pid": process[0], "workdir": workdir, "url": litellm}
 
 

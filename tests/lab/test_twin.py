@@ -185,6 +185,8 @@ def test_litellm_pod_runs_the_real_proxy_with_the_configmap_and_secret(twin):
     twin.kubectl("rollout", "status", "deployment/litellm", "-n", "ml", "--timeout=180s")
     url = twin.endpoints["services"]["ml/litellm"]
     assert url == f"http://{twin.address}:4000"
+    # the service proxy takes the ready endpoint a moment after the rollout (its lag, as kube-proxy's)
+    twin.wait_for(lambda: answers(url + "/health/liveliness"), timeout=30, what="the Service to answer")
     models = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer sk-test-master"}, timeout=30)
     assert models.status_code == 200, models.text
     assert [m["id"] for m in models.json()["data"]] == ["ollama-qwen"]

@@ -147,7 +147,7 @@ def dump(twin: Twin) -> dict:
         return json.loads(twin.kubectl("-n", ns, "get", "configmap", name, "-o", "json").stdout)["data"]
 
     nodes = json.loads(twin.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    tags = httpx.get(twin.endpoints["services"]["ml/ollama"] + "/api/tags", timeout=10).json()["models"]
+    tags = ollama_tags(twin)
     pins = twin.lab_dir / "model-pins.yml"
     return {
         "values": {release: values(release) for release in ("ollama", "vllm", "litellm")},
@@ -160,14 +160,37 @@ def dump(twin: Twin) -> dict:
     }
 
 
-def answers_through_litellm(twin: Twin, alias: str = "ollama-qwen") -> bool:
-    reply = httpx.post(
-        twin.endpoints["services"]["ml/litellm"] + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {twin.secret('litellm-master-key')}"},
-        json={"model": alias, "messages": [{"role": "user", "content": "Reply OK"}], "max_tokens": 8},
-        timeout=30,
-    )
-    return reply.status_code == 200 and reply.headers.get("x-litellm-model-group") == alias
+def answers_through_litellm(twin: Twin, alias: str = "ollama-qwen", tries: int = 5) -> bool:
+    """The alias answers through LiteLLM with its own model group. Up to ``tries`` requests a second apart: the
+    service proxy takes a new endpoint into account 1 s after it sees it (kube-proxy's lag), so a LiteLLM Pod that
+    just replaced the only one may get its first connections a moment later."""
+    for attempt in range(tries):
+        try:
+            reply = httpx.post(
+                twin.endpoints["services"]["ml/litellm"] + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {twin.secret('litellm-master-key')}"},
+                json={"model": alias, "messages": [{"role": "user", "content": "Reply OK"}], "max_tokens": 8},
+                timeout=30,
+            )
+            if reply.status_code == 200 and reply.headers.get("x-litellm-model-group") == alias:
+                return True
+        except httpx.TransportError:
+            pass
+        if attempt < tries - 1:
+            time.sleep(1)
+    return False
+
+
+def ollama_tags(twin: Twin, tries: int = 5) -> list[dict]:
+    """The models Ollama lists, through its Service (retried like :func:`answers_through_litellm`)."""
+    for attempt in range(tries):
+        try:
+            return httpx.get(twin.endpoints["services"]["ml/ollama"] + "/api/tags", timeout=10).json()["models"]
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1)
+    return []
 
 
 def assert_failed_and_back(twin: Twin, run: subprocess.CompletedProcess, step: str, *causes: str) -> None:
