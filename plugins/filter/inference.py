@@ -165,8 +165,8 @@ def upgrade_input_problem(tier, model, tiers):
     if tier not in tiers:
         return f"Bad input: tier={shown(tier)} is not a tier of inference_tiers ({', '.join(sorted(tiers))}). {usage}"
     problem = model_name_problem(model, (tiers[tier] or {}).get("runtime", "ollama"))
-    if problem:
-        return f"Bad input: model={shown(model)}: {problem}"
+    if problem:  # the problem quotes the name (at most 80 characters of it)
+        return f"Bad input: model {problem}" if problem.startswith("'") else f"Bad input: model: {problem}"
     return ""
 
 
