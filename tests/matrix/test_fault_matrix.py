@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.matrix.helpers import (
     INVENTORY,
@@ -26,6 +27,7 @@ from tests.matrix.helpers import (
     assert_refused_unchanged,
     dump,
     helm,
+    record,
     upgrade,
 )
 from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, wait_for
@@ -152,3 +154,35 @@ def test_a_second_concurrent_run_is_refused_naming_the_holder(twin):
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     assert dump(twin)["values"]["ollama"]["model"] == "qwen2.5:3b"
+
+
+def test_consumer_rollout_failing(twin):
+    twin.fault("inject", "image-missing", "image=douaberigoale/paperless-metadata-ollama-processor:latest")
+    # rollouts in the twin take seconds: wait 20 s for the consumer's, not the inventory's 120 s
+    run = upgrade(twin, "qwen2.5:3b", "-e", "llm_consumers_rollout_timeout=20", "-e", "inference_rollback_timeout=20")
+    assert run.returncode != 0 and "failed at step 'switch'" in run.stdout, run.stdout[-3000:]
+    # the consumer cannot roll back onto its old config either while its image is missing: said, not hidden
+    assert "it answers again" not in run.stdout or record(twin)["status"] == "rolled back"
+    assert dump(twin)["consumer_config"] == twin.baseline["consumer_config"]
+    assert answers_through_litellm(twin)
+
+
+def test_a_route_whose_answers_think_fails_the_routed_gate(twin):
+    # a catalog entry that forgets Qwen3 thinks, and a route without JSON answers: the route then lacks the
+    # thinking switch. The direct gate passes (it asks the model not to think); what clients get does not.
+    group_vars = ROOT / "inventory" / "lab" / "group_vars" / "all"
+    tiers = yaml.safe_load((group_vars / "main.yml").read_text())["inference_tiers"]
+    catalog = yaml.safe_load((group_vars / "models.yml").read_text())["inference_model_catalog"]
+    tiers["vllm"]["route_params"] = {}
+    catalog["Qwen/Qwen3-8B-AWQ"]["thinks"] = False
+    run = upgrade(
+        twin,
+        "Qwen/Qwen3-8B-AWQ",
+        "-e",
+        json.dumps({"inference_tiers": tiers, "inference_model_catalog": catalog}),
+        tier="vllm",
+    )
+    assert run.returncode != 0 and "failed at step 'routed gate'" in run.stdout, run.stdout[-3000:]
+    assert "Gate through LiteLLM failed for alias vllm-qwen" in run.stdout and "thinking" in run.stdout
+    assert "Rolled back to Qwen/Qwen3-8B-AWQ; it answers again" in run.stdout
+    assert dump(twin) == twin.baseline and answers_through_litellm(twin, "vllm-qwen")
