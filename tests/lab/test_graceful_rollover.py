@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from lab.serviceproxy import topology_lag
@@ -33,18 +33,6 @@ BIG_MODEL = "llama3.1:70b"  # 40 GB: a pull lasts about 8 s in the twin (800 s a
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def api(twin):
-    api = twin.api_client()
-    yield api
-    api.close()
-
-
-@pytest.fixture(scope="module")
-def core(api):
-    return client.CoreV1Api(api)
 
 
 @pytest.fixture(scope="module")

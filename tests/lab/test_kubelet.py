@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kubernetes import client, watch
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
@@ -26,23 +26,6 @@ NO_LITELLM = manifests.HAS_LITELLM_NOTE
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def api(twin):
-    api = twin.api_client()
-    yield api
-    api.close()
-
-
-@pytest.fixture(scope="module")
-def core(api):
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture(scope="module")
-def apps(api):
-    return client.AppsV1Api(api)
 
 
 def _ensure_namespace(core, name: str) -> None:

@@ -44,7 +44,8 @@ def rounds():
             args,
             round(rng.uniform(2.0, length), 1),
             rng.choice([signal.SIGKILL, signal.SIGINT]),
-            rng.choice(["run again", "restore-tier"]),
+            # an upgrade whose gate fails cannot reach its target: restore-tier.yml recovers it
+            "restore-tier" if args else rng.choice(["run again", "restore-tier"]),
             id=f"seed{SEED}-{n}",
         )
 
@@ -59,7 +60,7 @@ def test_stopped_at_a_random_instant_then_recovered(twin, model, args, at, sig, 
     except AssertionError:
         pytest.skip(f"the run ended before {at} s")  # nothing was stopped: not a round of this sweep
     run.wait()
-    if recovery == "run again" and not args:
+    if recovery == "run again":
         again = upgrade(twin, model, *args)
         assert again.returncode == 0, again.stdout[-3000:]
         state = dump(twin)
