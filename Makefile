@@ -20,7 +20,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 # pytest workers: each runs its share of the test files with twins of its own (most of a twin's time is waiting)
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 3
 # the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is
 LOAD_PERCENT ?= 60
 # make chaos: rounds and seed of the long sweep of runs stopped at random instants

@@ -119,7 +119,9 @@ def test_a_helm_release_stuck_in_pending_upgrade(twin):
 def test_a_runtime_that_never_gets_ready_names_its_own_cause(twin):
     # an image tag the registry does not have: Helm's --wait only says "context deadline exceeded"; the play
     # must say what the Pod says (ErrImagePull / ImagePullBackOff and the image)
-    run = upgrade(twin, "qwen2.5:3b", "-e", "ollama_image_tag=0.13.99", "-e", "inference_rollout_timeout=20")
+    # (20 s for the Ollama release only: LiteLLM's detour and the rollback keep the inventory's wait, which a busy
+    # machine needs)
+    run = upgrade(twin, "qwen2.5:3b", "-e", "ollama_image_tag=0.13.99", "-e", "ollama_rollout_timeout=20")
     assert_failed_and_back(twin, run, "deploy", "context deadline exceeded", "Why: pod ml/ollama-", "ollama:0.13.99")
     assert "ImagePullBackOff" in run.stdout or "ErrImagePull" in run.stdout, run.stdout[-3000:]
 
@@ -158,8 +160,9 @@ def test_a_second_concurrent_run_is_refused_naming_the_holder(twin):
 
 def test_consumer_rollout_failing(twin):
     twin.fault("inject", "image-missing", "image=douaberigoale/paperless-metadata-ollama-processor:latest")
-    # rollouts in the twin take seconds: wait 20 s for the consumer's, not the inventory's 120 s
-    run = upgrade(twin, "qwen2.5:3b", "-e", "llm_consumers_rollout_timeout=20", "-e", "inference_rollback_timeout=20")
+    # rollouts in the twin take seconds: wait 20 s for the consumer's (and its rollback's), not the inventory's 120 s;
+    # the runtimes and LiteLLM keep theirs, a busy machine needs them
+    run = upgrade(twin, "qwen2.5:3b", "-e", "llm_consumers_rollout_timeout=20")
     assert run.returncode != 0 and "failed at step 'switch'" in run.stdout, run.stdout[-3000:]
     # the consumer cannot roll back onto its old config either while its image is missing: said, not hidden
     assert "it answers again" not in run.stdout or record(twin)["status"] == "rolled back"

@@ -75,7 +75,7 @@ def test_litellm_crashing_on_a_bad_config(twin):
     bad = json.dumps(
         {
             "litellm_extra_models": [openai, {"model_name": "broken", "litellm_params": {"model": 42}}],
-            "inference_rollout_timeout": 30,
+            "litellm_rollout_timeout": 30,  # the new Pod's wait; the rollback keeps the inventory's
         }
     )
     run = upgrade(twin, "qwen2.5:3b", "-e", bad)
@@ -88,7 +88,7 @@ def test_the_kubernetes_api_down_during_the_helm_wait(twin):
     # It ends in the previous state, or says "rollback incomplete" naming the cause; then restore-tier.yml puts the
     # previous state back.
     run = Run(
-        twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", "model=qwen2.5:3b", "-e", "inference_rollout_timeout=15"
+        twin, "upgrade-model.yml", "-e", "tier=ollama", "-e", "model=qwen2.5:3b", "-e", "ollama_rollout_timeout=15"
     )
     run.stop_when(
         lambda r: r.task_started("Step deploy") is not None and release_status(twin, "ollama") == "pending-upgrade",
