@@ -125,21 +125,27 @@ def test_recreate_strategy_never_overlaps_old_and_new_pods(twin, namespace, api)
     stream = watch.Watch().stream(
         client.CoreV1Api(api).list_namespaced_pod, namespace, resource_version=start, timeout_seconds=2
     )
-    events = [(e["type"], e["object"].metadata.name, bool(e["object"].metadata.deletion_timestamp)) for e in stream]
+    events = [(e["type"], e["object"].metadata.name, e["object"].status.phase) for e in stream]
 
+    # the Deployment controller creates the new Pod once no old Pod runs: the old one has reached its terminal phase
+    # (its containers stopped); its removal from the API may come just before or just after
     old_name, new_name = old["metadata"]["name"], new["metadata"]["name"]
-    old_gone = next(i for i, (t, n, _d) in enumerate(events) if t == "DELETED" and n == old_name)
-    new_created = next(i for i, (t, n, _d) in enumerate(events) if t == "ADDED" and n == new_name)
-    assert old_gone < new_created, events  # the old Pod's containers were stopped and the Pod removed first
-    alive: set[str] = set()
+    old_stopped = next(
+        i
+        for i, (t, n, phase) in enumerate(events)
+        if n == old_name and (t == "DELETED" or phase in ("Succeeded", "Failed"))
+    )
+    new_created = next(i for i, (t, n, _p) in enumerate(events) if t == "ADDED" and n == new_name)
+    assert old_stopped < new_created, events
+    running: set[str] = set()  # Pods whose containers may run: not removed, not in a terminal phase
     most = 0
-    for kind, name, _deleting in events:
-        if kind == "DELETED":
-            alive.discard(name)
+    for kind, name, phase in events:
+        if kind == "DELETED" or phase in ("Succeeded", "Failed"):
+            running.discard(name)
         else:
-            alive.add(name)
-        most = max(most, len(alive))
-    assert most == 1, events  # never two Pods of the release at once (one GPU)
+            running.add(name)
+        most = max(most, len(running))
+    assert most == 1, events  # never two Pods of the release running at once (one GPU)
 
 
 def test_atomic_upgrade_rolls_back_when_pods_never_get_ready(twin, namespace):

@@ -323,7 +323,11 @@ def test_with_the_charts_settings_a_rollover_fails_no_request(twin, core, namesp
     assert len(requests.results) >= 20, info
 
     log = pod_log(twin, old, "ollama")
-    assert log.index("PreStop hook: sleep 2 s") < log.index("(SIGTERM)") < log.index("exited (0)")
+    assert (
+        log.index(f"PreStop hook: sleep {lab_values('ollama')['preStopSleepSeconds']} s")
+        < log.index("(SIGTERM)")
+        < log.index("exited (0)")
+    )
     served_after = [
         line for line in log[log.index("PreStop hook") : log.index("(SIGTERM)")].splitlines() if '"GET / ' in line
     ]
@@ -379,7 +383,11 @@ def test_the_litellm_chart_rolls_over_with_no_failed_request(twin, core, namespa
     assert not requests.failures, f"no request fails: {info}"
     assert len(requests.results) >= 20, info
     log = pod_log(twin, old, "litellm")
-    assert log.index("PreStop hook: sleep 2 s") < log.index("(SIGTERM)") < log.index("Finished server process")
+    assert (
+        log.index(f"PreStop hook: sleep {values['preStopSleepSeconds']} s")
+        < log.index("(SIGTERM)")
+        < log.index("Finished server process")
+    )
     # uvicorn drains, then re-raises the SIGTERM it caught: 143 (128 + 15) as in a real cluster, not 137 (SIGKILL)
     terminated = pods.final_status(old)["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 143, terminated
