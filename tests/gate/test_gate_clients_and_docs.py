@@ -99,7 +99,13 @@ FQCN = "homelab.inference."
 @pytest.fixture(scope="module")
 def ansible_doc() -> dict:
     out = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-doc"), "-t", "module", "--json", *(FQCN + n for n in ("llm_validate", "litellm_route_check"))],
+        [
+            str(ROOT / ".venv" / "bin" / "ansible-doc"),
+            "-t",
+            "module",
+            "--json",
+            *(FQCN + n for n in ("llm_validate", "litellm_route_check")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
