@@ -32,12 +32,19 @@ CHAOS_SEED ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-venv: $(VENV)/.installed $(LITELLM_VENV)/.installed ## create the virtualenvs (controller + tests, LiteLLM)
+venv: $(VENV)/.installed $(VENV)/.collection $(LITELLM_VENV)/.installed ## create the virtualenvs (controller + tests, LiteLLM)
 
 $(VENV)/.installed: requirements/controller.txt requirements/lab.txt requirements/test.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip==26.3 $(PIP_FILTER)
 	$(VENV)/bin/pip install -q -r requirements/test.txt -c requirements/constraints.txt $(PIP_FILTER)
+	touch $@
+
+# the work tree is the collection homelab.inference (galaxy.yml): linked into the virtualenv's ansible_collections,
+# as an editable install, so Ansible and the tests find it by FQCN while it is edited here
+$(VENV)/.collection: $(VENV)/.installed
+	collections=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections/homelab; \
+	mkdir -p $$collections && ln -sfn $(CURDIR) $$collections/inference
 	touch $@
 
 $(LITELLM_VENV)/.installed: requirements/litellm.txt
@@ -68,11 +75,12 @@ demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the 
 	report=$$(ls -dt $(LAB_DIR)/reports/*-upgrade-ollama-* | head -1); \
 	echo; echo "Report: $$report/report.md (and report.json)"
 
-lint: venv ## ruff, yamllint, ansible-lint
+lint: venv ## ruff, yamllint, ansible-lint, the changelog fragments
 	ruff check .
 	ruff format --check .
 	yamllint -s .
 	ansible-lint
+	antsibull-changelog lint
 
 pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slowest tests listed at the end)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25

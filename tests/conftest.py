@@ -6,19 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
-
-# Modules import `ansible.module_utils.<name>`; ansible.cfg points module_utils at plugins/module_utils.
-# Make the same import path work in-process for unit tests.
-if str(PLUGINS / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(PLUGINS / "module_utils"))
-for sub in ("modules", "filter", "callback"):
-    if str(PLUGINS / sub) not in sys.path:
-        sys.path.insert(0, str(PLUGINS / sub))
+# The plugins are imported as the collection's (ansible_collections.homelab.inference.plugins...): `make venv` links
+# the work tree into the virtualenv's ansible_collections. The tests' own helpers import as `tests.<module>`.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Shared connection options of the modules that talk to the Proxmox VE API through
-# ansible.module_utils.proxmox_client (ProxmoxClient, proxmox_argument_spec()).
+# ansible_collections.homelab.inference.plugins.module_utils.proxmox_client (ProxmoxClient, proxmox_argument_spec()).
 
 from __future__ import absolute_import, division, print_function
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from ansible.module_utils.openai_client import OpenAIClient, OpenAIError
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import OpenAIClient, OpenAIError
 
 PROMPT = "Reply with the single word OK."
 """What the probe asks: short, so a probe request costs the model almost nothing."""

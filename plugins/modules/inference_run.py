@@ -6,7 +6,7 @@
 from __future__ import absolute_import, annotations, division, print_function
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.inference_run import (
+from ansible_collections.homelab.inference.plugins.module_utils.inference_run import (
     HAS_KUBERNETES,
     RunLock,
     RunLockError,

@@ -8,7 +8,7 @@ from __future__ import absolute_import, annotations, division, print_function
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.openai_client import (
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
     HAS_HTTPX,
     OpenAIClient,
     OpenAIError,
@@ -34,8 +34,8 @@ description:
 version_added: "0.1.0"
 author: home-lab inference project
 extends_documentation_fragment:
-  - openai_api
-  - openai_api.timeout
+  - homelab.inference.openai_api
+  - homelab.inference.openai_api.timeout
 options:
   alias:
     description:

@@ -9,8 +9,8 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.llm_probe import ClientProbe, pid_alive
-from ansible.module_utils.openai_client import (
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import ClientProbe, pid_alive
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
     HAS_HTTPX,
     OpenAIClient,
     openai_api_argument_spec,
@@ -38,7 +38,7 @@ description:
 version_added: "0.1.0"
 author: home-lab inference project
 extends_documentation_fragment:
-  - openai_api
+  - homelab.inference.openai_api
 options:
   aliases:
     description:

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.llm_gate import (
+from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import (
     GateInputError,
     build_messages,
     check_thresholds,
@@ -23,8 +23,13 @@ from ansible.module_utils.llm_gate import (
     strip_thinking,
     summarize,
 )
-from ansible.module_utils.ollama_client import HAS_HTTPX, OllamaClient, OllamaError, OllamaTimeout
-from ansible.module_utils.openai_client import (
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
+    HAS_HTTPX,
+    OllamaClient,
+    OllamaError,
+    OllamaTimeout,
+)
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
     OpenAIClient,
     OpenAIError,
     OpenAITimeout,
@@ -55,7 +60,7 @@ description:
 version_added: "0.1.0"
 author: home-lab inference project
 extends_documentation_fragment:
-  - openai_api
+  - homelab.inference.openai_api
 options:
   api:
     description:

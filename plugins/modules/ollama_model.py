@@ -56,7 +56,7 @@ options:
       - Needed for pulls run with C(async), whose job outlives the playbook that started it.
     type: int
 extends_documentation_fragment:
-  - ollama
+  - homelab.inference.ollama
 attributes:
   check_mode:
     support: full
@@ -166,8 +166,8 @@ import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.llm_probe import pid_alive
-from ansible.module_utils.ollama_client import (
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import pid_alive
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
     OllamaError,
     client_from_module,
     normalize_name,

@@ -58,7 +58,7 @@ options:
     type: int
     default: 300
 extends_documentation_fragment:
-  - proxmox
+  - homelab.inference.proxmox
 attributes:
   check_mode:
     support: full
@@ -176,7 +176,7 @@ changed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.proxmox_client import (
+from ansible_collections.homelab.inference.plugins.module_utils.proxmox_client import (
     MIB,
     ProxmoxClient,
     ProxmoxError,

@@ -177,7 +177,7 @@ def test_the_roles_pass_the_lab_values_to_the_charts(helm, tmp_path):
         ]
         (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
         (tmp_path / "v.json").write_text(json.dumps({**common, **extra}))
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
         run = subprocess.run(
             [
                 str(ROOT / ".venv" / "bin" / "ansible-playbook"),

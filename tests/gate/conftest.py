@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils.llm_gate import load_documents
+from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import load_documents
 from gate_fakes import DOCUMENTS_DIR, DocumentIndex, ServerThread
 
 

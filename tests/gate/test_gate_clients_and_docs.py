@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 
-import litellm_route_check
-import llm_validate
 import pytest
-from ansible.module_utils.openai_client import OpenAIClient, OpenAIError, OpenAITimeout, verify_from_params
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
+    OpenAIClient,
+    OpenAIError,
+    OpenAITimeout,
+    verify_from_params,
+)
+from ansible_collections.homelab.inference.plugins.modules import litellm_route_check, llm_validate
 from gate_fakes import ROOT, FakeBackend, Reply, good
 
 
@@ -89,23 +93,32 @@ def _argument_spec(module, monkeypatch) -> dict:
     return captured["argument_spec"]
 
 
+FQCN = "homelab.inference."
+
+
 @pytest.fixture(scope="module")
 def ansible_doc() -> dict:
     out = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-doc"), "-t", "module", "--json", "llm_validate", "litellm_route_check"],
+        [
+            str(ROOT / ".venv" / "bin" / "ansible-doc"),
+            "-t",
+            "module",
+            "--json",
+            *(FQCN + n for n in ("llm_validate", "litellm_route_check")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     ).stdout
-    return json.loads(out)
+    return {name.removeprefix(FQCN): doc for name, doc in json.loads(out).items()}
 
 
-@pytest.mark.parametrize("module", [llm_validate, litellm_route_check], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [llm_validate, litellm_route_check], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_documentation_matches_argument_spec(module, monkeypatch, ansible_doc):
     spec = _argument_spec(module, monkeypatch)
-    options = ansible_doc[module.__name__]["doc"]["options"]
+    options = ansible_doc[module.__name__.rsplit(".", 1)[-1]]["doc"]["options"]
     assert set(options) == set(spec)
     for name, option in spec.items():
         doc = options[name]
@@ -118,5 +131,5 @@ def test_documentation_matches_argument_spec(module, monkeypatch, ansible_doc):
         if option.get("choices"):
             assert doc["choices"] == option["choices"], name
     assert spec["api_key"]["no_log"] is True
-    assert ansible_doc[module.__name__]["examples"]
-    assert ansible_doc[module.__name__]["return"]
+    assert ansible_doc[module.__name__.rsplit(".", 1)[-1]]["examples"]
+    assert ansible_doc[module.__name__.rsplit(".", 1)[-1]]["return"]

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from ansible.module_utils.llm_gate import (
+from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import (
     DOCUMENT_TYPES,
     REQUIRED_FIELDS,
     GateInputError,

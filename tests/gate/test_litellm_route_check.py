@@ -18,10 +18,9 @@ import threading
 import time
 
 import httpx
-import litellm_route_check
-import llm_validate
 import pytest
 import yaml
+from ansible_collections.homelab.inference.plugins.modules import litellm_route_check, llm_validate
 from gate_fakes import DOCUMENTS_DIR, ROOT, FakeBackend, Reply, good
 
 LITELLM = ROOT / ".venv-litellm" / "bin" / "litellm"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import llm_validate
 import pytest
+from ansible_collections.homelab.inference.plugins.modules import llm_validate
 from gate_fakes import DOCUMENTS_DIR, FakeBackend, Reply, answer_json, good
 
 

@@ -7,7 +7,12 @@ import sys
 import time
 
 import pytest
-from ansible.module_utils.inference_run import RunLock, RunLockError, holder_gone, holder_identity
+from ansible_collections.homelab.inference.plugins.module_utils.inference_run import (
+    RunLock,
+    RunLockError,
+    holder_gone,
+    holder_identity,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +101,7 @@ def test_the_record_is_a_secret_that_survives_the_run(twin, namespace, api):
     ],
 )
 def test_a_record_stays_unfinished_until_a_restore_completes(status, left):
-    from ansible.module_utils.inference_run import unfinished
+    from ansible_collections.homelab.inference.plugins.module_utils.inference_run import unfinished
 
     record = {"run_id": "A", "status": status, "snapshot": {}}
     assert (unfinished(record, "B") is record) is left

@@ -6,8 +6,8 @@ import json
 import threading
 import time
 
-import ollama_model
-from ansible.module_utils.ollama_client import OllamaClient
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import OllamaClient
+from ansible_collections.homelab.inference.plugins.modules import ollama_model
 
 
 def args(server, **extra) -> dict:

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
-from inference import (
+from ansible_collections.homelab.inference.plugins.filter.inference import (
     detour_plan,
     detour_tier,
     detour_tier_of,
@@ -94,7 +94,7 @@ def test_empty_tag_rejected():
 
 
 def test_quantity_mib_reads_kubelet_memory():
-    from inference import quantity_mib
+    from ansible_collections.homelab.inference.plugins.filter.inference import quantity_mib
 
     assert quantity_mib("20709376Ki") == 20224.0
     assert quantity_mib("16Gi") == 16384.0
@@ -432,7 +432,7 @@ def test_after_a_rollback_the_recorded_state_is_expected_and_unfinished_runs_are
 
 
 def test_node_problems_name_cordoned_not_ready_and_missing_nodes():
-    from inference import node_problems
+    from ansible_collections.homelab.inference.plugins.filter.inference import node_problems
 
     nodes = node_states([_node("a", unschedulable=True), _node("b", ready=False), _node("c")])
     assert node_problems(nodes, ["a", "b", "c", "d"]) == [

@@ -66,7 +66,7 @@ def render(tmp_path: Path, **extra) -> dict:
     ]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     (tmp_path / "v.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     run = subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"), "-e", f"@{tmp_path}/v.json"],
         capture_output=True,

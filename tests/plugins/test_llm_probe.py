@@ -9,8 +9,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from ansible.module_utils.llm_probe import ClientProbe, ProbeEvent, pid_alive, summarize
-from ansible.module_utils.openai_client import OpenAIClient
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import (
+    ClientProbe,
+    ProbeEvent,
+    pid_alive,
+    summarize,
+)
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import OpenAIClient
 
 
 def test_summary_counts_failures_and_the_longest_gap():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
+MODULES = sorted(f"homelab.inference.{p.stem}" for p in (ROOT / "plugins" / "modules").glob("*.py"))
 
 
 def ansible_doc(kind: str, *names: str) -> dict:
@@ -39,6 +39,6 @@ def test_modules_document_every_option_with_a_type_and_have_examples_and_return(
         assert doc["return"], f"{name} has no RETURN"
 
 
-@pytest.mark.parametrize(("kind", "name"), [("callback", "pull_progress")])
+@pytest.mark.parametrize(("kind", "name"), [("callback", "homelab.inference.pull_progress")])
 def test_other_plugins_load(kind, name):
-    assert ansible_doc(kind, name)[name]["doc"]["name"] == name
+    assert ansible_doc(kind, name)[name]["doc"]["name"] == name.rsplit(".", 1)[-1]

@@ -1,6 +1,6 @@
 """The pull progress callback turns a progress file into one line."""
 
-from pull_progress import progress_line
+from ansible_collections.homelab.inference.plugins.callback.pull_progress import progress_line
 
 
 def test_pull_progress_line(tmp_path):

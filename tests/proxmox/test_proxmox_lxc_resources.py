@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import proxmox_lxc_resources as mod
 import pytest
-from ansible.module_utils.proxmox_client import ProxmoxClient
+from ansible_collections.homelab.inference.plugins.module_utils.proxmox_client import ProxmoxClient
+from ansible_collections.homelab.inference.plugins.modules import proxmox_lxc_resources as mod
 
 from tests.proxmox.pve_twin import NODE, RESERVED_MIB, TOKEN_SECRET, TOTAL_MIB
 

@@ -1,0 +1,111 @@
+"""The repository root is the collection homelab.inference: `ansible-galaxy collection build` makes an artifact
+without the twin, the tests and the inventories, and the artifact installed into an empty collections path
+serves its modules, callback and playbooks by FQCN, outside this work tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+BIN = ROOT / ".venv" / "bin"
+GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+FQCN = f"{GALAXY['namespace']}.{GALAXY['name']}"
+MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
+PLAYBOOKS = ("upgrade_model", "rebuild_inference_tier", "restore_tier")
+
+
+def run(*cmd: str, cwd, env=None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    run(str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), cwd=ROOT)
+    (tarball,) = out.glob("*.tar.gz")
+    return tarball
+
+
+@pytest.fixture(scope="module")
+def installed(artifact, tmp_path_factory):
+    """The artifact installed into an empty collections path; the environment that sees only that copy."""
+    home = tmp_path_factory.mktemp("elsewhere")
+    path = home / "collections"
+    run(
+        str(BIN / "ansible-galaxy"),
+        *("collection", "install", "--offline", "--no-deps", "--force", "-p", str(path), str(artifact)),
+        cwd=home,
+    )
+    (home / "ansible.cfg").write_text("[defaults]\n")  # not the work tree's
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(path),
+        "ANSIBLE_HOME": str(home / ".ansible"),
+    }
+    return home, path / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"], env
+
+
+def test_the_artifact_leaves_out_the_twin_the_tests_and_the_inventories(artifact):
+    with tarfile.open(artifact) as tar:
+        top = {name.split("/", 1)[0] for name in tar.getnames()}
+        manifest = json.load(tar.extractfile("MANIFEST.json"))
+    assert {"plugins", "roles", "playbooks", "charts", "meta", "MANIFEST.json", "FILES.json"} <= top
+    assert not top & {"lab", "tests", "molecule", "inventory", ".venv", ".lab", ".ansible", "requirements"}
+    assert manifest["collection_info"]["namespace"] == GALAXY["namespace"]
+    assert manifest["collection_info"]["version"] == GALAXY["version"]
+
+
+def test_the_installed_collection_serves_its_modules_and_callback_by_fqcn(installed):
+    home, where, env = installed
+    docs = json.loads(
+        run(
+            str(BIN / "ansible-doc"), "-t", "module", "--json", *(f"{FQCN}.{m}" for m in MODULES), cwd=home, env=env
+        ).stdout
+    )
+    assert set(docs) == {f"{FQCN}.{m}" for m in MODULES}
+    for name, doc in docs.items():
+        assert doc["doc"]["filename"].startswith(str(where)), (name, doc["doc"]["filename"])
+    callback = json.loads(
+        run(str(BIN / "ansible-doc"), "-t", "callback", "--json", f"{FQCN}.pull_progress", cwd=home, env=env).stdout
+    )
+    assert callback[f"{FQCN}.pull_progress"]["doc"]["filename"].startswith(str(where))
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_the_installed_collection_runs_its_playbooks_by_fqcn(installed, playbook):
+    # --syntax-check loads the playbook and every role it imports, from the installed copy
+    home, _, env = installed
+    proc = run(
+        str(BIN / "ansible-playbook"), "-i", "localhost,", "--syntax-check", f"{FQCN}.{playbook}", cwd=home, env=env
+    )
+    assert "ERROR" not in proc.stderr
+
+
+def test_a_module_from_the_installed_collection_imports_its_module_utils(installed):
+    # the module runs (its module_utils come from the collection) and fails on its own terms: nothing listens
+    home, _, env = installed
+    proc = subprocess.run(
+        [
+            str(BIN / "ansible"),
+            *("localhost", "-c", "local", "-i", "localhost,", "-e", f"ansible_python_interpreter={BIN / 'python'}"),
+            *("-m", f"{FQCN}.ollama_model", "-a", "name=phi4-mini api_url=http://127.0.0.1:9"),
+        ],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "127.0.0.1:9" in proc.stdout and "ModuleNotFoundError" not in proc.stdout + proc.stderr, proc.stdout
