@@ -97,6 +97,9 @@ def test_install_upgrade_rollback_uninstall(twin, namespace):
     k.wait_for(lambda: k.kubectl("get", "pv", volume, check=False).returncode == 1, what=f"{volume} deleted")
 
 
+TERMINAL_PHASES = ("Succeeded", "Failed")  # a Pod whose containers all stopped (its phase before it is removed)
+
+
 def test_recreate_strategy_never_overlaps_old_and_new_pods(twin, namespace, api):
     k = twin
     helm(k, "install", "gpu", CHART, "-n", namespace, "--wait", "--timeout", "60s", "--set", "strategy=Recreate")
@@ -131,16 +134,14 @@ def test_recreate_strategy_never_overlaps_old_and_new_pods(twin, namespace, api)
     # (its containers stopped); its removal from the API may come just before or just after
     old_name, new_name = old["metadata"]["name"], new["metadata"]["name"]
     old_stopped = next(
-        i
-        for i, (t, n, phase) in enumerate(events)
-        if n == old_name and (t == "DELETED" or phase in ("Succeeded", "Failed"))
+        i for i, (t, n, phase) in enumerate(events) if n == old_name and (t == "DELETED" or phase in TERMINAL_PHASES)
     )
     new_created = next(i for i, (t, n, _p) in enumerate(events) if t == "ADDED" and n == new_name)
     assert old_stopped < new_created, events
     running: set[str] = set()  # Pods whose containers may run: not removed, not in a terminal phase
     most = 0
     for kind, name, phase in events:
-        if kind == "DELETED" or phase in ("Succeeded", "Failed"):
+        if kind == "DELETED" or phase in TERMINAL_PHASES:
             running.discard(name)
         else:
             running.add(name)

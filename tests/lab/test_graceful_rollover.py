@@ -309,11 +309,12 @@ def test_with_the_charts_settings_a_rollover_fails_no_request(twin, core, namesp
     """The chart's pod settings (helm template of charts/ollama with the lab inventory's values: the preStop sleep,
     the grace period, the readiness probe) on the same rolling Deployment: no request fails. The old Pod answered
     new connections after its deletion (the proxy's lag), then exited 0 at its SIGTERM."""
-    objs = rendered_chart(twin, "ollama", lab_values("ollama"))
+    values = lab_values("ollama")
+    objs = rendered_chart(twin, "ollama", values)
     spec = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     ctr = spec["containers"][0]
     settings = {k: ctr[k] for k in ("lifecycle", "readinessProbe")}
-    assert settings["lifecycle"] == {"preStop": {"sleep": {"seconds": lab_values("ollama")["preStopSleepSeconds"]}}}
+    assert settings["lifecycle"] == {"preStop": {"sleep": {"seconds": values["preStopSleepSeconds"]}}}
     manifest = ollama(pod={"terminationGracePeriodSeconds": spec["terminationGracePeriodSeconds"]}, container=settings)
     apply_and_settle(twin, core, manifest, "ollama", "app=ollama")
     url = twin.endpoints["services"]["ml/ollama"] + "/"
@@ -324,7 +325,7 @@ def test_with_the_charts_settings_a_rollover_fails_no_request(twin, core, namesp
 
     log = pod_log(twin, old, "ollama")
     assert (
-        log.index(f"PreStop hook: sleep {lab_values('ollama')['preStopSleepSeconds']} s")
+        log.index(f"PreStop hook: sleep {values['preStopSleepSeconds']} s")
         < log.index("(SIGTERM)")
         < log.index("exited (0)")
     )

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from lab.kubeclient import Reflector
 from lab.serviceproxy import ServiceProxy, ServiceProxyError
@@ -507,12 +508,6 @@ async def test_reflector_backs_off_and_retries_after_an_error():
 # -- against a whole twin ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live_twin(twin):
-    """The module's whole twin (tests/lab/conftest.py)."""
-    return twin
-
-
 OLLAMA_DEPLOYMENT = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
@@ -561,12 +556,9 @@ def _connect(address: str, port: int, payload: bytes = b"GET / HTTP/1.0\r\n\r\n"
 
 
 @pytest.mark.slow
-def test_live_service_without_a_resolvable_endpoint_is_reset_never_connected(live_twin):
+def test_live_service_without_a_resolvable_endpoint_is_reset_never_connected(twin, api, core):
     """A selector-less Service whose slice names a Pod IP no kubelet knows: reset at once, no connect attempt."""
-    from kubernetes import client
-
-    api = live_twin.api_client()
-    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    discovery = client.DiscoveryV1Api(api)
     _ensure_namespace(core, "ml")
     core.create_namespaced_service(
         "ml", {"metadata": {"name": "vllm-api"}, "spec": {"ports": [{"name": "http", "port": 8000}]}}
@@ -580,7 +572,7 @@ def test_live_service_without_a_resolvable_endpoint_is_reset_never_connected(liv
             "endpoints": [{"addresses": ["10.42.250.250"], "conditions": {"ready": True}}],
         },
     )
-    address = live_twin.endpoints["address"]
+    address = twin.endpoints["address"]
     time.sleep(2)  # let the watch deliver the slice and the proxy apply it (its lag: 1 s)
     started = time.monotonic()
     assert _connect(address, 8000) == "RESET"
@@ -590,12 +582,9 @@ def test_live_service_without_a_resolvable_endpoint_is_reset_never_connected(liv
 
 
 @pytest.mark.slow
-def test_live_service_follows_its_pods_ready_endpoints(live_twin):
+def test_live_service_follows_its_pods_ready_endpoints(twin, api, core, apps):
     """The Ollama Service answers through the proxy while its Pod is ready, and resets once it has no Pod."""
-    from kubernetes import client
-
-    api = live_twin.api_client()
-    core, apps, discovery = client.CoreV1Api(api), client.AppsV1Api(api), client.DiscoveryV1Api(api)
+    discovery = client.DiscoveryV1Api(api)
     _ensure_namespace(core, "ml")
     apps.create_namespaced_deployment("ml", OLLAMA_DEPLOYMENT)
     core.create_namespaced_service(
@@ -621,7 +610,7 @@ def test_live_service_follows_its_pods_ready_endpoints(live_twin):
     endpoints = wait_for(ready_endpoints, timeout=120, what="a ready endpoint of ml/ollama")
     pod_ip = endpoints[0].addresses[0]
     assert not ipaddress.ip_address(pod_ip).is_loopback, f"a Pod IP (k3s: 10.42.0.0/16), not where it listens: {pod_ip}"
-    address = live_twin.endpoints["address"]
+    address = twin.endpoints["address"]
     answer = wait_for(
         lambda: (a := _connect(address, 11434)) != "RESET" and a, timeout=30, what="an answer through the proxy"
     )

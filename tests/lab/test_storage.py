@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lab.storage import (
@@ -283,16 +284,8 @@ async def test_the_storage_class_is_created_only_when_absent(provisioner):
 # -- against a whole twin ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live_twin(twin):
-    """The module's whole twin (tests/lab/conftest.py)."""
-    return twin
-
-
 def _pvc_and_pod(core, name: str) -> None:
     """A claim of the default class and a Pod using it (the real scheduler then selects the claim's node)."""
-    from kubernetes import client
-
     storage = client.StorageV1Api(core.api_client)
     wait_for(lambda: not _gone(lambda: storage.read_storage_class("local-path")), what="the StorageClass")
     wait_for(lambda: not _gone(lambda: core.read_namespaced_service_account("default", "default")), what="default SA")
@@ -329,10 +322,8 @@ def _gone(read) -> bool:
 
 
 @pytest.mark.slow
-def test_live_local_path_is_the_default_storage_class(live_twin):
-    from kubernetes import client
-
-    storage = client.StorageV1Api(live_twin.api_client())
+def test_live_local_path_is_the_default_storage_class(api):
+    storage = client.StorageV1Api(api)
     wait_for(lambda: not _gone(lambda: storage.read_storage_class("local-path")), what="the StorageClass")
     sc = storage.read_storage_class("local-path")
     assert sc.provisioner == "rancher.io/local-path"
@@ -341,10 +332,7 @@ def test_live_local_path_is_the_default_storage_class(live_twin):
 
 
 @pytest.mark.slow
-def test_live_claim_is_provisioned_on_the_pods_node_and_deleted_with_it(live_twin):
-    from kubernetes import client
-
-    core = client.CoreV1Api(live_twin.api_client())
+def test_live_claim_is_provisioned_on_the_pods_node_and_deleted_with_it(twin, core):
     _pvc_and_pod(core, "data")
     pvc = wait_for(lambda: _bound(core, "data"), timeout=90, what="the claim to be bound")
     assert pvc.spec.storage_class_name == "local-path", "the default class was filled in"
@@ -355,7 +343,7 @@ def test_live_claim_is_provisioned_on_the_pods_node_and_deleted_with_it(live_twi
     term = pv.spec.node_affinity.required.node_selector_terms[0].match_expressions[0]
     assert (term.key, term.values) == ("kubernetes.io/hostname", [pod.spec.node_name])
     path = Path(pv.spec.host_path.path)
-    assert path == live_twin.lab_dir.resolve() / "volumes" / f"pvc-{pvc.metadata.uid}_default_data"
+    assert path == twin.lab_dir.resolve() / "volumes" / f"pvc-{pvc.metadata.uid}_default_data"
     assert path.is_dir()
 
     core.delete_namespaced_pod("data", "default", grace_period_seconds=0)
@@ -365,10 +353,7 @@ def test_live_claim_is_provisioned_on_the_pods_node_and_deleted_with_it(live_twi
 
 
 @pytest.mark.slow
-def test_live_retained_volume_keeps_its_directory(live_twin):
-    from kubernetes import client
-
-    core = client.CoreV1Api(live_twin.api_client())
+def test_live_retained_volume_keeps_its_directory(core):
     _pvc_and_pod(core, "keep")
     pvc = wait_for(lambda: _bound(core, "keep"), timeout=90, what="the claim to be bound")
     core.patch_persistent_volume(pvc.spec.volume_name, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
