@@ -117,7 +117,7 @@ def model_name_problem(name, runtime="ollama"):
                 "(e.g. Qwen/Qwen3-8B-AWQ)"
             )
         return ""
-    base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    base, _colon, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
     parts = base.split("/")
     if len(parts) > 3:
         return f"{shown(name)} is not an Ollama model name: at most host/namespace/model:tag"
@@ -217,7 +217,7 @@ def litellm_routes(config_yaml):
     routes = {}
     for entry in config.get("model_list") or []:
         model = str((entry.get("litellm_params") or {}).get("model") or "")
-        provider, _, rest = model.partition("/")
+        provider, _slash, rest = model.partition("/")
         routes[entry.get("model_name")] = rest if provider in ("ollama_chat", "ollama", "openai") and rest else model
     return routes
 
@@ -225,7 +225,7 @@ def litellm_routes(config_yaml):
 def registry_manifest_path(name):
     """Ollama registry v2 path of a tag: ``qwen2.5:14b`` -> ``/v2/library/qwen2.5/manifests/14b``."""
     tag = ollama_tag(name)
-    repo, _, version = tag.rpartition(":")
+    repo, _colon, version = tag.rpartition(":")
     if "/" not in repo:
         repo = f"library/{repo}"
     return f"/v2/{repo}/manifests/{version}"

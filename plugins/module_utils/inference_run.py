@@ -91,7 +91,7 @@ def controller_pid() -> int:
     ``ansible-playbook`` (task workers are forks of it); the module's parent when there is none.
     """
     found, pid = os.getppid(), os.getpid()
-    for _ in range(32):
+    for _attempt in range(32):
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 parent = int(fh.read().rsplit(b")", 1)[1].split()[1])

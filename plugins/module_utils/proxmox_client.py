@@ -175,7 +175,7 @@ class ProxmoxClient:
                 verify_ssl=verify,
                 timeout=self.timeout,
             )
-            self.api_version = self._call("GET /version", lambda: self.api.version.get())
+            self.api_version = self._call("GET /version", self.api.version.get)
         except ProxmoxError as exc:
             module.fail_json(msg=f"cannot use the Proxmox VE API at {self.url}: {exc}", status=exc.status)
 
@@ -217,7 +217,7 @@ class ProxmoxClient:
             return self.default_node
         vmid = int(vmid)
         if vmid not in self._nodes:
-            for entry in self._call("GET /nodes", lambda: self.api.nodes.get()):
+            for entry in self._call("GET /nodes", self.api.nodes.get):
                 name = entry["node"]
                 if entry.get("status", "online") != "online":
                     continue
@@ -232,7 +232,7 @@ class ProxmoxClient:
 
     def version(self) -> dict:
         """``GET /version``: ``{"version", "release", "repoid"}``."""
-        return self._call("GET /version", lambda: self.api.version.get())
+        return self._call("GET /version", self.api.version.get)
 
     def host_status(self, node: str | None = None, vmid: int | None = None) -> dict:
         """``GET /nodes/{node}/status``: host ``memory`` ``{total, used, free}`` in bytes, cpu, uptime...
@@ -242,7 +242,7 @@ class ProxmoxClient:
         name = node or (self.node_of(vmid) if vmid is not None else self.default_node)
         if not name:
             raise ProxmoxError("host_status needs a node (option node) or a vmid")
-        return self._call(f"GET /nodes/{name}/status", lambda: self.api.nodes(name).status.get())
+        return self._call(f"GET /nodes/{name}/status", self.api.nodes(name).status.get)
 
     def get_lxc_config(self, vmid: int, node: str | None = None, current: bool = True) -> dict:
         """``GET /nodes/{node}/lxc/{vmid}/config``: memory/swap (MiB), cores, hostname, digest...
@@ -263,9 +263,7 @@ class ProxmoxClient:
     def get_lxc_pending(self, vmid: int, node: str | None = None) -> dict:
         """``GET .../pending`` as ``{key: pending value}`` for keys that have a pending change."""
         name = self.node_of(vmid, node)
-        entries = self._call(
-            f"GET /nodes/{name}/lxc/{vmid}/pending", lambda: self.api.nodes(name).lxc(vmid).pending.get()
-        )
+        entries = self._call(f"GET /nodes/{name}/lxc/{vmid}/pending", self.api.nodes(name).lxc(vmid).pending.get)
         return {e["key"]: e["pending"] for e in entries if "pending" in e}
 
     def get_lxc_status(self, vmid: int, node: str | None = None) -> dict:
@@ -273,7 +271,7 @@ class ProxmoxClient:
         name = self.node_of(vmid, node)
         return self._call(
             f"GET /nodes/{name}/lxc/{vmid}/status/current",
-            lambda: self.api.nodes(name).lxc(vmid).status.current.get(),
+            self.api.nodes(name).lxc(vmid).status.current.get,
         )
 
     # -- writes --------------------------------------------------------------------------------------------
@@ -336,9 +334,7 @@ class ProxmoxClient:
     def task_status(self, upid: str) -> dict:
         """``GET /nodes/{node}/tasks/{upid}/status``: ``status`` running|stopped, ``exitstatus`` once stopped."""
         name = upid_node(upid)
-        return self._call(
-            f"GET /nodes/{name}/tasks/{upid}/status", lambda: self.api.nodes(name).tasks(upid).status.get()
-        )
+        return self._call(f"GET /nodes/{name}/tasks/{upid}/status", self.api.nodes(name).tasks(upid).status.get)
 
     def task_log(self, upid: str, limit: int = 50) -> list[str]:
         """Last lines (at most ``limit``) of ``GET /nodes/{node}/tasks/{upid}/log``."""

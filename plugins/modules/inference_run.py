@@ -5,25 +5,6 @@
 
 from __future__ import absolute_import, annotations, division, print_function
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.homelab.inference.plugins.module_utils.inference_run import (
-    HAS_KUBERNETES,
-    RunLock,
-    RunLockError,
-    controller_pid,
-    holder_identity,
-    micro_time,
-    now,
-    unfinished,
-    unreachable,
-)
-
-try:
-    import urllib3
-    from kubernetes.config.config_exception import ConfigException
-except ImportError:  # pragma: no cover - reported by main() with missing_required_lib
-    pass
-
 DOCUMENTATION = r"""
 module: inference_run
 short_description: Hold the inference tier's lock (a Kubernetes Lease) and keep the run record in the cluster
@@ -43,7 +24,7 @@ description:
   - In check mode O(state=acquired) only checks that the lock is free (it fails like a real run would) and the other
     states change nothing.
 version_added: "0.1.0"
-author: home-lab inference project
+author: home-lab inference project (!UNKNOWN)
 options:
   kubeconfig:
     description:
@@ -153,7 +134,9 @@ holder:
   returned: always
   type: str
 controller_pid:
-  description: PID of the C(ansible-playbook) process of this run (helpers such as M(llm_probe) stop when it is gone).
+  description:
+    - PID of the C(ansible-playbook) process of this run (helpers such as M(homelab.inference.llm_probe) stop
+      when it is gone).
   returned: always
   type: int
 record:
@@ -171,6 +154,25 @@ taken_over:
   returned: always
   type: str
 """
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.homelab.inference.plugins.module_utils.inference_run import (
+    HAS_KUBERNETES,
+    RunLock,
+    RunLockError,
+    controller_pid,
+    holder_identity,
+    micro_time,
+    now,
+    unfinished,
+    unreachable,
+)
+
+try:
+    import urllib3
+    from kubernetes.config.config_exception import ConfigException
+except ImportError:  # pragma: no cover - reported by main() with missing_required_lib
+    pass
 
 
 def module_args() -> dict:

@@ -5,17 +5,6 @@
 
 from __future__ import absolute_import, annotations, division, print_function
 
-import time
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
-    HAS_HTTPX,
-    OpenAIClient,
-    OpenAIError,
-    openai_api_argument_spec,
-    verify_from_params,
-)
-
 DOCUMENTATION = r"""
 module: litellm_route_check
 short_description: Send one chat request through the LiteLLM proxy and report which model group served it
@@ -32,8 +21,9 @@ description:
     scaled back up.
   - The module is read-only (C(changed) is always false) and also runs in check mode.
 version_added: "0.1.0"
-author: home-lab inference project
+author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - homelab.inference.openai_api
   - homelab.inference.openai_api.timeout
 options:
@@ -163,6 +153,17 @@ error:
   type: str
 """
 
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
+    HAS_HTTPX,
+    OpenAIClient,
+    OpenAIError,
+    openai_api_argument_spec,
+    verify_from_params,
+)
+
 HEADER_PREFIX = "x-litellm-"
 
 
@@ -236,7 +237,7 @@ def main():
     argument_spec.update(
         alias={"type": "str", "required": True},
         prompt={"type": "str", "default": "Reply with the single word OK."},
-        max_tokens={"type": "int", "default": 16},
+        max_tokens={"type": "int", "default": 16, "no_log": False},
         expect_model_group={"type": "str"},
         expect_api_base={"type": "str"},
         retries={"type": "int", "default": 0},

@@ -5,18 +5,6 @@
 
 from __future__ import absolute_import, annotations, division, print_function
 
-import os
-import time
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import ClientProbe, pid_alive
-from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
-    HAS_HTTPX,
-    OpenAIClient,
-    openai_api_argument_spec,
-    verify_from_params,
-)
-
 DOCUMENTATION = r"""
 module: llm_probe
 short_description: Measure what clients see through the LiteLLM proxy while an upgrade or rollback runs
@@ -36,7 +24,7 @@ description:
     which a pooling client retries (Paperless-AI's OpenAI SDK retries twice) and is not what this probe measures.
   - Read-only, C(changed) is always false. In check mode it returns at once without sending anything.
 version_added: "0.1.0"
-author: home-lab inference project
+author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
   - homelab.inference.openai_api
 options:
@@ -72,7 +60,7 @@ options:
   owner_pid:
     description:
       - PID of the process the probe belongs to (the C(ansible-playbook) process, C(controller_pid) of
-        M(inference_run)); the probe stops when it is gone.
+        M(homelab.inference.inference_run)); the probe stops when it is gone.
     type: int
   max_duration:
     description:
@@ -95,7 +83,7 @@ notes:
   - The probe's load on the tier is one short request per alias and interval; on a CPU-only Ollama keep
     O(interval) at a second or more.
 seealso:
-  - module: litellm_route_check
+  - module: homelab.inference.litellm_route_check
 """
 
 EXAMPLES = r"""
@@ -180,13 +168,25 @@ probe:
                     model_groups: {ollama-qwen: 790}, paused_s: 0.0}
 """
 
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import ClientProbe, pid_alive
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
+    HAS_HTTPX,
+    OpenAIClient,
+    openai_api_argument_spec,
+    verify_from_params,
+)
+
 
 def module_args() -> dict:
     spec = openai_api_argument_spec(timeout=30.0)
     spec.update(
         aliases=dict(type="list", elements="str", required=True),
         interval=dict(type="float", default=1.0),
-        max_tokens=dict(type="int", default=4),
+        max_tokens=dict(type="int", default=4, no_log=False),
         stop_file=dict(type="path", required=True),
         owner_pid=dict(type="int"),
         max_duration=dict(type="float", default=7200.0),

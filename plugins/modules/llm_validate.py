@@ -5,38 +5,6 @@
 
 from __future__ import absolute_import, annotations, division, print_function
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import (
-    GateInputError,
-    build_messages,
-    check_thresholds,
-    correspondent_matches,
-    format_seconds,
-    load_documents,
-    normalize_type,
-    parse_answer,
-    select_sample,
-    strip_thinking,
-    summarize,
-)
-from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
-    HAS_HTTPX,
-    OllamaClient,
-    OllamaError,
-    OllamaTimeout,
-)
-from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
-    OpenAIClient,
-    OpenAIError,
-    OpenAITimeout,
-    openai_api_argument_spec,
-    verify_from_params,
-)
-
 DOCUMENTATION = r"""
 module: llm_validate
 short_description: Quality gate for a document-classification LLM endpoint (valid JSON, accuracy, latency, thinking)
@@ -58,8 +26,9 @@ description:
   - "Upstream APIs: Ollama C(POST /api/chat) (https://github.com/ollama/ollama/blob/main/docs/api.md) and the
     OpenAI chat completions API C(POST /v1/chat/completions) as served by vLLM and LiteLLM."
 version_added: "0.1.0"
-author: home-lab inference project
+author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - homelab.inference.openai_api
 options:
   api:
@@ -220,7 +189,7 @@ metrics:
         - "OpenAI: sum(usage.completion_tokens) / sum(request wall time)."
       type: float
     thinking_answers: {description: Answers that contained thinking output., type: int}
-    thinking_sample: {description: Start of the first thinking text, or null., type: str}
+    thinking_sample: {description: "Start of the first thinking text, or null.", type: str}
     cold_start: {description: Wall time of the warm-up request in seconds (null without warm-up)., type: float}
     cold_start_load:
       description: Ollama's C(load_duration) of the warm-up request in seconds (null for O(api=openai)).
@@ -250,6 +219,38 @@ api:
   returned: always
   type: str
 """
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import (
+    GateInputError,
+    build_messages,
+    check_thresholds,
+    correspondent_matches,
+    format_seconds,
+    load_documents,
+    normalize_type,
+    parse_answer,
+    select_sample,
+    strip_thinking,
+    summarize,
+)
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
+    HAS_HTTPX,
+    OllamaClient,
+    OllamaError,
+    OllamaTimeout,
+)
+from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
+    OpenAIClient,
+    OpenAIError,
+    OpenAITimeout,
+    openai_api_argument_spec,
+    verify_from_params,
+)
 
 WARMUP_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
 WARMUP_MAX_TOKENS = 16

@@ -24,7 +24,7 @@ description:
     before/after).
 version_added: "0.1.0"
 author:
-  - home-lab inference project
+  - home-lab inference project (!UNKNOWN)
 options:
   name:
     description:
@@ -48,14 +48,15 @@ options:
     type: path
   stop_with_pid:
     description:
-      - PID of the C(ansible-playbook) process of the run (M(inference_run) returns it as C(controller_pid)).
-        While a pull streams, the module checks every second that this process still runs; when it is gone (the
-        run was killed, stopped with Ctrl-C, or the controller lost), the module writes C(status=stopped) to
-        O(progress_file) and exits at once, closing its connection, so Ollama cancels the pull (completed bytes
+      - PID of the C(ansible-playbook) process of the run (M(homelab.inference.inference_run) returns it as
+        C(controller_pid)). While a pull streams, the module checks every second that this process still runs; when
+        it is gone (the run was killed, stopped with Ctrl-C, or the controller lost), the module writes
+        C(status=stopped) to O(progress_file) and exits at once, closing its connection, so Ollama cancels the pull (completed bytes
         stay; a later pull resumes).
       - Needed for pulls run with C(async), whose job outlives the playbook that started it.
     type: int
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - homelab.inference.ollama
 attributes:
   check_mode:

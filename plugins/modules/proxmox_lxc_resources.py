@@ -20,7 +20,7 @@ description:
   - Supports check mode and diff mode.
 version_added: "0.1.0"
 author:
-  - home-lab inference project
+  - home-lab inference project (!UNKNOWN)
 options:
   vmid:
     description:
@@ -58,6 +58,7 @@ options:
     type: int
     default: 300
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - homelab.inference.proxmox
 attributes:
   check_mode:
@@ -374,7 +375,7 @@ def main():
     task = None
     if module.params["restart"]:
         if state == "running":
-            task, _ = restart_container(module, client, node, vmid)
+            task, _restarted = restart_container(module, client, node, vmid)
             result["restarted"] = True
         else:
             module.warn(f"container {vmid} is {state}; restart only reboots a running container, it stays {state}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,9 +23,16 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     summarize,
     system_prompt,
 )
-from gate_fakes import DOCUMENTS_DIR
 
 # -- documents ------------------------------------------------------------------------------------------------------
+
+# the gate documents the llm_gate role ships (tests/unit/plugins/module_utils/ -> the collection root)
+DOCUMENTS_DIR = Path(__file__).resolve().parents[4] / "roles" / "llm_gate" / "files" / "documents"
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[dict]:
+    return load_documents(DOCUMENTS_DIR)
 
 
 def test_shipped_documents_are_varied_and_follow_the_convention(documents):
