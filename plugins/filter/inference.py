@@ -21,6 +21,7 @@ import math
 import re
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 try:
     from kubernetes.utils.quantity import parse_quantity
@@ -586,6 +587,31 @@ def quantity_mib(quantity):
         raise AnsibleFilterError(f"quantity_mib: {quantity!r} is not a Kubernetes quantity") from exc
 
 
+def gate_reuse(entry, changed, force=False):
+    """Whether a tier's gate may reuse its recorded pass instead of classifying again: nothing about the tier
+    changed in this run.
+
+    Args:
+        entry (dict): the tier's plan entry (``inference_preflight_plan[tier]``: ``tier``, ``model``,
+            ``previous_model``, ``needs_resize``).
+        changed (dict): tier -> whether its runtime changed in this run (the Helm release upgraded or a model
+            pulled), as the runtime roles record it (``ollama_tier_changed``, ``vllm_tier_changed``); a tier missing
+            from it counts as changed.
+        force (bool | str): ``inference_gate_force``: run the gate whatever is recorded.
+
+    Returns:
+        bool: True only when not forced, the tier serves the requested model already, no LXC resize is planned and
+        the runtime role recorded no change for the tier.
+    """
+    if boolean(force, strict=False):
+        return False
+    entry = entry or {}
+    if entry.get("needs_resize") or entry.get("previous_model") != entry.get("model"):
+        return False
+    tier = entry.get("tier")
+    return tier in (changed or {}) and not boolean(changed[tier], strict=False)
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -611,4 +637,5 @@ class FilterModule:
             "runtime_problem": runtime_problem,
             "node_problems": node_problems,
             "state_drift": state_drift,
+            "gate_reuse": gate_reuse,
         }

@@ -17,6 +17,7 @@ The gate measures what the consumer (Paperless-AI style document classification)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -432,3 +433,131 @@ def check_thresholds(
     if not allow_thinking and metrics["thinking_answers"]:
         failures.append(f"thinking output in {metrics['thinking_answers']}/{metrics['answers']} answers")
     return failures
+
+
+# -- gate records ---------------------------------------------------------------------------------------------------
+# A passing gate is recorded in the cluster (a ConfigMap of the tier's namespace, one data key per record) so that an
+# upgrade to the model a tier already serves can skip the gate, and so that a later gate has the model it replaces as
+# a baseline. A record answers "this exact model passed this exact test": it is keyed by the model's digest, the
+# documents sent, the prompt and the request options, and holds the metrics, so a reuse can apply today's
+# thresholds to them.
+
+GATE_RECORD_SCHEMA = 1
+"""Version of the record layout; a record of another version is never reused."""
+
+GATE_RECORD_KEY_PREFIX = "gate-"
+"""ConfigMap data keys of gate records: ``gate-`` and 40 hex digits (a ConfigMap key allows ``[-._a-zA-Z0-9]``)."""
+
+
+def _sha256_json(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as canonical JSON: sorted keys, no whitespace, UTF-8."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def documents_sha256(documents: list[dict]) -> str:
+    """Digest of the documents sent (the sample, in sending order): id, expected type, correspondent and text."""
+    return _sha256_json([[d["id"], d["document_type"], d["correspondent"], d["text"]] for d in documents])
+
+
+def prompt_sha256(document_types: tuple[str, ...] | list[str] = DOCUMENT_TYPES) -> str:
+    """Digest of the prompt: the system message and the shape of the messages around a document's text."""
+    return _sha256_json(build_messages("\x00document\x00", document_types))
+
+
+def options_sha256(options: dict) -> str:
+    """Digest of the request options that change the answers (API, JSON mode, thinking switch, temperature)."""
+    return _sha256_json(options)
+
+
+def model_identity_digest(model: str, identity: Any = None) -> str:
+    """A digest for a model whose API names no digest (vLLM's ``/v1/models`` lists names only).
+
+    Args:
+        model (str): the served model name.
+        identity (Any): what pins the weights, e.g. the catalog entry (repository, revision, quantization).
+
+    Returns:
+        str: ``sha256:`` and 64 hex digits of the name and the identity as canonical JSON.
+    """
+    return "sha256:" + _sha256_json({"model": model, "identity": identity})
+
+
+def short_digest(digest: str | None) -> str:
+    """The first 12 hex digits of a digest (``sha256:`` prefix dropped), as ``docker images`` shows them."""
+    if not digest:
+        return "unknown"
+    return digest.split(":", 1)[-1][:12]
+
+
+def gate_record_key(model_digest: str, documents_hash: str, prompt_hash: str, options_hash: str) -> str:
+    """The ConfigMap data key of a gate record: ``gate-`` and 40 hex digits of the four digests."""
+    joined = "\x00".join([model_digest, documents_hash, prompt_hash, options_hash])
+    return GATE_RECORD_KEY_PREFIX + hashlib.sha256(joined.encode("utf-8")).hexdigest()[:40]
+
+
+def gate_record(
+    key: str,
+    model: str,
+    model_digest: str,
+    documents_hash: str,
+    prompt_hash: str,
+    options: dict,
+    metrics: dict,
+    per_document: list[dict],
+    passed_at: str,
+    run_id: str | None = None,
+) -> dict:
+    """A gate record as stored (JSON) under ``key``: what was tested, how, when, and what it measured.
+
+    ``per_document`` keeps each answer's id, expected and given type, validity and latency (seconds), so a later
+    gate can compare a candidate with this model document by document.
+    """
+    keep = ("id", "expected", "got", "valid", "correct", "latency", "thinking", "correspondent_ok")
+    return {
+        "schema": GATE_RECORD_SCHEMA,
+        "key": key,
+        "model": model,
+        "digest": model_digest,
+        "documents_sha256": documents_hash,
+        "prompt_sha256": prompt_hash,
+        "options": options,
+        "options_sha256": options_sha256(options),
+        "passed": True,
+        "passed_at": passed_at,
+        "run_id": run_id,
+        "metrics": metrics,
+        "per_document": [{k: doc.get(k) for k in keep} for doc in per_document],
+    }
+
+
+def find_gate_record(records: dict | None, key: str, thresholds: dict) -> tuple[dict | None, str]:
+    """The recorded passing gate under ``key`` that also meets today's thresholds, and why one is not reused.
+
+    Args:
+        records (dict | None): ConfigMap data, data key -> record as JSON text (or already parsed).
+        key (str): :func:`gate_record_key` of the model, documents, prompt and options under test.
+        thresholds (dict): :func:`check_thresholds` keyword arguments as configured now.
+
+    Returns:
+        tuple[dict | None, str]: the record and ``""``; or None and the reason (no record, unreadable, another
+        schema, not passed, or the threshold its metrics miss today).
+    """
+    raw = (records or {}).get(key)
+    if raw is None:
+        return None, "no passing gate recorded for this model digest, documents, prompt and request options"
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return None, f"gate record {key} is not JSON"
+    if not isinstance(record, dict) or record.get("schema") != GATE_RECORD_SCHEMA or record.get("key") != key:
+        return None, f"gate record {key} has another layout (schema {GATE_RECORD_SCHEMA} expected)"
+    if record.get("passed") is not True or not isinstance(record.get("metrics"), dict):
+        return None, f"gate record {key} is not a passing gate"
+    try:
+        missed = check_thresholds(record["metrics"], **thresholds)
+    except (KeyError, TypeError) as exc:
+        return None, f"gate record {key} lacks metric {exc}"
+    if missed:
+        return None, "the recorded gate misses today's thresholds: " + "; ".join(missed)
+    return record, ""

@@ -120,6 +120,39 @@ options:
       - Do not send any request in check mode (the result then has C(skipped=true)).
     type: bool
     default: false
+  record:
+    description:
+      - Work out the gate record of this run (RV(record_key)) and, when the gate passes, return the record to store
+        (RV(record)). Needs the model's digest (O(model_digest), else Ollama's C(/api/tags), else for
+        O(api=openai) a digest of O(model) and O(model_identity)).
+    type: bool
+    default: false
+  records:
+    description:
+      - Recorded gate results, data key -> record as JSON text (the data of the records ConfigMap).
+      - Read only with O(record=true) and O(reuse_record=true).
+    type: dict
+    default: {}
+  reuse_record:
+    description:
+      - With O(record=true), when O(records) holds a passing gate for the same model digest, documents, prompt and
+        request options whose metrics also meet today's thresholds, return it (RV(reused=true)) without sending a
+        request. The caller decides when this is safe (nothing about the tier changed in this run).
+    type: bool
+    default: false
+  model_digest:
+    description:
+      - The digest of the model under test, for example C(sha256:<64 hex digits>); default see O(record).
+    type: str
+  model_identity:
+    description:
+      - What pins the weights of a model served by an API that lists names only (vLLM), for example the model's
+        catalog entry; part of the digest with O(api=openai) when O(model_digest) is not given.
+    type: raw
+  run_id:
+    description:
+      - The run that records the result (kept in RV(record)).
+    type: str
 attributes:
   check_mode:
     support: full
@@ -218,11 +251,37 @@ api:
   description: The API used.
   returned: always
   type: str
+reused:
+  description: The result is a passing gate recorded earlier (O(reuse_record)); no request was sent.
+  returned: always
+  type: bool
+digest:
+  description: Digest of the model under test; null when it could not be read.
+  returned: when O(record=true)
+  type: str
+  sample: sha256:6e4c38e1172f42fdbff13edf9a7a017679fb82b0fde415a3e8b3c31c6ed4a4e4
+record_key:
+  description: ConfigMap data key of the gate record for this model digest, documents, prompt and request options.
+  returned: when O(record=true) and the digest is known
+  type: str
+  sample: gate-3f1c9a0d5e2b7c4a1f8e6d3b2a0c9e8f7d6c5b4a
+reuse_skipped_because:
+  description: Why O(reuse_record) found no record to reuse (none, other thresholds ...).
+  returned: when O(reuse_record=true) and no record was reused
+  type: str
+record:
+  description:
+    - The record of a passing gate to store under RV(record_key) (schema, key, model, digest, documents_sha256,
+      prompt_sha256, options, options_sha256, passed, passed_at (UTC), run_id, metrics, per_document); or the
+      record reused.
+  returned: when O(record=true) and the gate passed
+  type: dict
 """
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import (
@@ -230,11 +289,19 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     build_messages,
     check_thresholds,
     correspondent_matches,
+    documents_sha256,
+    find_gate_record,
     format_seconds,
+    gate_record,
+    gate_record_key,
     load_documents,
+    model_identity_digest,
     normalize_type,
+    options_sha256,
     parse_answer,
+    prompt_sha256,
     select_sample,
+    short_digest,
     strip_thinking,
     summarize,
 )
@@ -272,7 +339,7 @@ class Backend:
         self._clients = []
         self._lock = threading.Lock()
 
-    def _client(self):
+    def client(self):
         client = getattr(self._local, "client", None)
         if client is None:
             if self.api == "ollama":
@@ -299,7 +366,7 @@ class Backend:
         Raises:
             OllamaError, OpenAIError: from the clients (the Timeout subclasses on timeouts).
         """
-        client = self._client()
+        client = self.client()
         started = time.monotonic()
         if self.api == "ollama":
             options = {}
@@ -432,6 +499,44 @@ def validate_params(params: dict) -> list[str]:
     return problems
 
 
+def model_digest(params: dict, backend: Backend) -> tuple[str | None, str]:
+    """The digest of the model under test and, when there is none, why.
+
+    O(model_digest) when given; for Ollama the manifest digest C(/api/tags) lists for the model; for an
+    OpenAI-compatible API (vLLM lists names only) a digest of the name and O(model_identity).
+    """
+    if params.get("model_digest"):
+        return params["model_digest"], ""
+    if params["api"] == "openai":
+        return model_identity_digest(params["model"], params.get("model_identity")), ""
+    try:
+        entry = backend.client().has_model(params["model"])
+    except OllamaError as exc:
+        return None, f"cannot read the model's digest from /api/tags: {exc}"
+    if not entry or not entry.get("digest"):
+        return None, f"/api/tags lists no digest for {params['model']}"
+    digest = str(entry["digest"])
+    return (digest if ":" in digest else "sha256:" + digest), ""
+
+
+def record_identity(params: dict, sample: list[dict], digest: str) -> dict:
+    """What a gate record is keyed by: the model digest, the documents sent, the prompt, the request options."""
+    options = {
+        "api": params["api"],
+        "json_mode": params["json_mode"],
+        "disable_thinking": params["disable_thinking"],
+        "temperature": params.get("temperature"),
+    }
+    documents = documents_sha256(sample)
+    prompt = prompt_sha256()
+    return {
+        "key": gate_record_key(digest, documents, prompt, options_sha256(options)),
+        "documents": documents,
+        "prompt": prompt,
+        "options": options,
+    }
+
+
 def main():
     argument_spec = openai_api_argument_spec(timeout=None)
     argument_spec.update(
@@ -451,10 +556,16 @@ def main():
         min_accuracy={"type": "float", "default": 0.70},
         allow_thinking={"type": "bool", "default": False},
         skip_in_check_mode={"type": "bool", "default": False},
+        record={"type": "bool", "default": False},
+        records={"type": "dict", "default": {}},
+        reuse_record={"type": "bool", "default": False},
+        model_digest={"type": "str"},
+        model_identity={"type": "raw"},
+        run_id={"type": "str"},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
-    base = {"changed": False, "model": params["model"], "api": params["api"]}
+    base = {"changed": False, "model": params["model"], "api": params["api"], "reused": False}
     thresholds = {
         "min_valid_json": params["min_valid_json"],
         "max_p95_latency": params["max_p95_latency"],
@@ -475,7 +586,34 @@ def main():
     except GateInputError as exc:
         module.fail_json(msg=f"invalid gate documents: {exc}", **base)
 
+    backend = Backend(params)
+    identity = None
+    if params["record"]:
+        digest, why = model_digest(params, backend)
+        base["digest"] = digest
+        if digest is None:
+            module.warn(f"the gate result cannot be recorded or reused: {why}")
+        else:
+            identity = record_identity(params, sample, digest)
+            base["record_key"] = identity["key"]
+            if params["reuse_record"]:
+                recorded, why = find_gate_record(params["records"], identity["key"], thresholds)
+                if recorded is not None:
+                    backend.close()
+                    base["reused"] = True
+                    module.exit_json(
+                        msg=f"gate skipped: passed for {short_digest(digest)} on {recorded.get('passed_at')}",
+                        passed=True,
+                        failures=[],
+                        metrics=recorded["metrics"],
+                        per_document=recorded.get("per_document") or [],
+                        record=recorded,
+                        **base,
+                    )
+                base["reuse_skipped_because"] = why
+
     if module.check_mode and params["skip_in_check_mode"]:
+        backend.close()
         module.exit_json(
             skipped=True,
             passed=None,
@@ -492,7 +630,6 @@ def main():
             " timed-out requests count as latency = request_timeout, so the p95 check cannot catch them"
         )
 
-    backend = Backend(params)
     try:
         cold_start = None
         cold_start_load = None
@@ -558,6 +695,19 @@ def main():
     result = dict(base, passed=not failures, failures=failures, metrics=metrics, per_document=per_document)
     if failures:
         module.fail_json(msg=f"quality gate failed for {params['model']}: " + "; ".join(failures), **result)
+    if identity is not None:
+        result["record"] = gate_record(
+            identity["key"],
+            params["model"],
+            base["digest"],
+            identity["documents"],
+            identity["prompt"],
+            identity["options"],
+            metrics,
+            per_document,
+            passed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            run_id=params.get("run_id"),
+        )
     tps = metrics["tokens_per_second"]
     module.exit_json(
         msg=(

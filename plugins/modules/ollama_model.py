@@ -51,8 +51,8 @@ options:
       - PID of the C(ansible-playbook) process of the run (M(homelab.inference.inference_run) returns it as
         C(controller_pid)). While a pull streams, the module checks every second that this process still runs; when
         it is gone (the run was killed, stopped with Ctrl-C, or the controller lost), the module writes
-        C(status=stopped) to O(progress_file) and exits at once, closing its connection, so Ollama cancels the pull (completed bytes
-        stay; a later pull resumes).
+        C(status=stopped) to O(progress_file) and exits at once, closing its connection, so Ollama cancels the pull
+        (completed bytes stay; a later pull resumes).
       - Needed for pulls run with C(async), whose job outlives the playbook that started it.
     type: int
 extends_documentation_fragment:
@@ -88,7 +88,8 @@ EXAMPLES = r"""
     name: qwen2.5:3b
     state: absent
 
-# Watch a long pull: start it in the background, poll the progress file, then collect the result.
+# Watch a long pull: start it in the background, then wait for it with ollama_pull_wait, which prints the
+# progress file (percent, size, rate, ETA) as it goes and returns the pull's result.
 - name: Start pulling phi4-mini in the background
   ollama_model:
     api_url: "{{ ollama_api_url }}"
@@ -98,23 +99,12 @@ EXAMPLES = r"""
   poll: 0
   register: pull_job
 
-# Each retry of this watcher task shows the file's JSON (completed/total bytes, percent, status) with -v.
-- name: Wait for the pull, showing its progress
-  ansible.builtin.command: cat /tmp/ollama-pull-phi4-mini.json
-  register: pull_progress
-  until: (pull_progress.stdout | default('{}', true) | from_json).done | default(false)
-  retries: 720
-  delay: 5
-  changed_when: false
-  failed_when: false
-
-- name: Collect the pull result (fails with Ollama's error text if the pull failed)
-  ansible.builtin.async_status:
+- name: Wait for the pull (fails with Ollama's error text if the pull failed)
+  homelab.inference.ollama_pull_wait:
     jid: "{{ pull_job.ansible_job_id }}"
+    model: phi4-mini
+    progress_file: /tmp/ollama-pull-phi4-mini.json
   register: pull_result
-  until: pull_result.finished
-  retries: 60
-  delay: 5
 
 - name: What would change (check mode, with diff)
   ollama_model:

@@ -11,6 +11,7 @@ belongs to (found by its text), or None for other prompts such as the warm-up; `
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -101,12 +102,16 @@ class FakeBackend:
         self.index = index
         self.api_key = api_key
         self.rec = Recorder()
+        # Ollama's /api/tags digests: model -> hex digest (default: SHA-256 of the name); a test changes one to
+        # stand for other weights under the same tag
+        self.digests: dict[str, str] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
         if self.kind == "ollama":
             app.router.add_post("/api/chat", self._ollama_chat)
             app.router.add_get("/api/version", self._ollama_version)
+            app.router.add_get("/api/tags", self._ollama_tags)
         else:
             app.router.add_post("/v1/chat/completions", self._openai_chat)
             app.router.add_get("/v1/models", self._openai_models)
@@ -128,6 +133,13 @@ class FakeBackend:
 
     async def _ollama_version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "0.12.6"})
+
+    async def _ollama_tags(self, request: web.Request) -> web.Response:
+        models = [
+            {"name": name, "model": name, "digest": self.digests.get(name) or hashlib.sha256(name.encode()).hexdigest()}
+            for name in self.models
+        ]
+        return web.json_response({"models": models})
 
     async def _ollama_chat(self, request: web.Request) -> web.Response:
         body = await request.json()

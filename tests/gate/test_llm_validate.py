@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -305,3 +306,80 @@ def test_api_key_is_sent_but_never_returned(module_runner, vllm):
     assert "sk-gate-secret-123" not in json.dumps(result)
     denied = module_runner(llm_validate, args(vllm, "m", sample_size=3, api_key="sk-wrong"))
     assert denied.failed and "HTTP 401" in denied["msg"] and "sk-wrong" not in json.dumps(denied)
+
+
+# -- gate records: a passing gate is recorded, and reused only for the same model, documents, prompt and options ------
+
+
+def test_a_passing_gate_returns_its_record_keyed_by_digest_documents_prompt_and_options(module_runner, ollama):
+    ollama.models["qwen2.5:14b"] = good()
+    result = module_runner(llm_validate, args(ollama, "qwen2.5:14b", sample_size=4, record=True, run_id="run-1"))
+    assert not result.failed, result["msg"]
+    record = result["record"]
+    digest = "sha256:" + hashlib.sha256(b"qwen2.5:14b").hexdigest()
+    assert result["digest"] == record["digest"] == digest
+    assert result["record_key"] == record["key"] and record["key"].startswith("gate-") and len(record["key"]) == 45
+    assert record["passed"] is True and record["run_id"] == "run-1" and record["model"] == "qwen2.5:14b"
+    assert record["options"] == {"api": "ollama", "json_mode": True, "disable_thinking": True, "temperature": 0.0}
+    assert record["metrics"] == result["metrics"]
+    assert [d["id"] for d in record["per_document"]] == [d["id"] for d in result["per_document"]]
+    assert record["passed_at"].endswith("Z")
+    assert result["reused"] is False
+    # other options (JSON mode off) or another sample give another key
+    other = module_runner(llm_validate, args(ollama, "qwen2.5:14b", sample_size=4, record=True, json_mode=False))
+    fewer = module_runner(llm_validate, args(ollama, "qwen2.5:14b", sample_size=3, record=True))
+    assert len({record["key"], other["record_key"], fewer["record_key"]}) == 3
+
+
+def test_a_recorded_pass_is_reused_without_a_request(module_runner, ollama):
+    ollama.models["qwen2.5:14b"] = good()
+    first = module_runner(llm_validate, args(ollama, "qwen2.5:14b", sample_size=4, record=True))
+    records = {first["record_key"]: json.dumps(first["record"])}
+    sent_before = len(ollama.rec.requests)
+    again = module_runner(
+        llm_validate, args(ollama, "qwen2.5:14b", sample_size=4, record=True, records=records, reuse_record=True)
+    )
+    assert not again.failed and again["passed"] is True and again["reused"] is True
+    assert len(ollama.rec.requests) == sent_before  # not even a warm-up
+    assert again["msg"] == f"gate skipped: passed for {first['digest'][7:19]} on {first['record']['passed_at']}"
+    assert again["metrics"] == first["metrics"] and again["record"] == first["record"]
+
+
+@pytest.mark.parametrize(
+    ("change", "because"),
+    [
+        ("digest", "no passing gate recorded"),  # other weights under the same tag
+        ("thresholds", "misses today's thresholds: accuracy"),  # stricter now than when it passed
+        ("not asked", None),  # reuse_record false: the caller saw a change (release values, pull, resize)
+    ],
+)
+def test_a_recorded_pass_is_not_reused_when_anything_differs(module_runner, ollama, change, because):
+    ollama.models["m"] = good()
+    first = module_runner(llm_validate, args(ollama, "m", sample_size=3, record=True, min_accuracy=0.5))
+    first["record"]["metrics"]["accuracy"] = 0.8  # as if it had passed with 0.8 then
+    records = {first["record_key"]: json.dumps(first["record"])}
+    extra = {"record": True, "records": records, "reuse_record": change != "not asked", "min_accuracy": 0.5}
+    if change == "digest":
+        ollama.digests["m"] = "0" * 64
+    if change == "thresholds":
+        extra["min_accuracy"] = 0.9
+    sent_before = len(ollama.rec.requests)
+    again = module_runner(llm_validate, args(ollama, "m", sample_size=3, **extra))
+    assert not again.failed and again["reused"] is False
+    assert len(ollama.rec.classification_requests()) > 0 and len(ollama.rec.requests) > sent_before
+    if because:
+        assert because in again["reuse_skipped_because"]
+    else:
+        assert "reuse_skipped_because" not in again
+
+
+def test_an_openai_model_is_keyed_by_its_name_and_identity(module_runner, vllm):
+    vllm.models["Qwen/Qwen3-8B-AWQ"] = good()
+    one = module_runner(
+        llm_validate, args(vllm, "Qwen/Qwen3-8B-AWQ", sample_size=2, record=True, model_identity={"revision": "a"})
+    )
+    two = module_runner(
+        llm_validate, args(vllm, "Qwen/Qwen3-8B-AWQ", sample_size=2, record=True, model_identity={"revision": "b"})
+    )
+    assert one["digest"].startswith("sha256:") and one["digest"] != two["digest"]
+    assert one["record_key"] != two["record_key"]

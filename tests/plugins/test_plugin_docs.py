@@ -5,7 +5,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +36,3 @@ def test_modules_document_every_option_with_a_type_and_have_examples_and_return(
             assert spec.get("type") or spec.get("suboptions"), f"{name}.{option} has no type"
         assert yaml.safe_load(doc["examples"]), f"{name} has no EXAMPLES"
         assert doc["return"], f"{name} has no RETURN"
-
-
-@pytest.mark.parametrize(("kind", "name"), [("callback", "homelab.inference.pull_progress")])
-def test_other_plugins_load(kind, name):
-    assert ansible_doc(kind, name)[name]["doc"]["name"] == name.rsplit(".", 1)[-1]

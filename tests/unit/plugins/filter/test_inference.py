@@ -9,6 +9,7 @@ from ansible_collections.homelab.inference.plugins.filter.inference import (
     detour_plan,
     detour_tier,
     detour_tier_of,
+    gate_reuse,
     helm_stuck_fix,
     litellm_routes,
     lxc_plan,
@@ -440,3 +441,28 @@ def test_node_problems_name_cordoned_not_ready_and_missing_nodes():
         "node b is not Ready (gone)",
         "node d is not in the cluster",
     ]
+
+
+# -- gate_reuse: a recorded gate stands only when nothing about the tier changed in the run --------------------------
+
+
+SAME = {"tier": "ollama", "model": "qwen2.5:14b", "previous_model": "qwen2.5:14b", "needs_resize": False}
+
+
+@pytest.mark.parametrize(
+    ("entry", "changed", "force", "reuse"),
+    [
+        (SAME, {"ollama": False}, False, True),
+        (SAME, {"ollama": False}, "false", True),
+        (SAME, {"ollama": False}, True, False),  # inference_gate_force
+        (SAME, {"ollama": False}, "yes", False),
+        (SAME, {"ollama": True}, False, False),  # the release was upgraded or a model pulled
+        (SAME, {}, False, False),  # the runtime role did not say (check mode, a failure before it)
+        (SAME, {"vllm": False}, False, False),
+        ({**SAME, "previous_model": "phi4-mini"}, {"ollama": False}, False, False),  # another model
+        ({**SAME, "needs_resize": True}, {"ollama": False}, False, False),  # the LXC changes
+        (None, {"ollama": False}, False, False),
+    ],
+)
+def test_gate_reuse(entry, changed, force, reuse):
+    assert gate_reuse(entry, changed, force) is reuse

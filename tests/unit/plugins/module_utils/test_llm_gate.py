@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,10 +16,18 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     build_messages,
     check_thresholds,
     correspondent_matches,
+    documents_sha256,
+    find_gate_record,
+    gate_record,
+    gate_record_key,
     load_documents,
+    model_identity_digest,
+    options_sha256,
     parse_answer,
     percentile,
+    prompt_sha256,
     select_sample,
+    short_digest,
     strip_thinking,
     summarize,
     system_prompt,
@@ -263,3 +272,83 @@ def test_check_thresholds_names_each_miss_with_value_and_threshold():
     # the p95 bound is strict (the stories ask for "< 60 s"), small twin-scaled values keep their precision
     assert check_thresholds(dict(metrics, latency_p95=0.6), 0, 0.6, 0, True) == ["p95 latency 0.600 s >= 0.6 s"]
     assert check_thresholds(dict(metrics, latency_p95=None), 0, 1, 0, True) == ["p95 latency n/a >= 1 s"]
+
+
+# -- gate records ---------------------------------------------------------------------------------------------------
+
+THRESHOLDS = {"min_valid_json": 0.95, "max_p95_latency": 60.0, "min_accuracy": 0.7, "allow_thinking": False}
+METRICS = {"valid_json_rate": 1.0, "accuracy": 0.9, "latency_p95": 12.0, "thinking_answers": 0, "answers": 10}
+
+
+def _record(documents, **metrics):
+    options = {"api": "ollama", "json_mode": True, "disable_thinking": True, "temperature": 0.0}
+    key = gate_record_key("sha256:" + "a" * 64, documents_sha256(documents), prompt_sha256(), options_sha256(options))
+    per_document = [
+        {"id": d["id"], "expected": d["document_type"], "got": d["document_type"], "extra": 1} for d in documents
+    ]
+    return gate_record(
+        key,
+        "qwen2.5:14b",
+        "sha256:" + "a" * 64,
+        documents_sha256(documents),
+        prompt_sha256(),
+        options,
+        {**METRICS, **metrics},
+        per_document,
+        passed_at="2026-12-06T23:40:00Z",
+        run_id="run-1",
+    )
+
+
+def test_record_keys_change_with_each_part_and_fit_a_configmap_key(documents):
+    parts = ["sha256:" + "a" * 64, documents_sha256(documents), prompt_sha256(), options_sha256({"api": "ollama"})]
+    key = gate_record_key(*parts)
+    assert key == gate_record_key(*parts)  # deterministic
+    assert re.fullmatch(r"gate-[0-9a-f]{40}", key)
+    for i in range(4):
+        other = list(parts)
+        other[i] = other[i] + "x"
+        assert gate_record_key(*other) != key
+    # the documents' digest follows their content and order; the prompt's follows the document types
+    assert documents_sha256(documents[:3]) != documents_sha256(documents[:4]) != documents_sha256(documents[::-1][:4])
+    changed = [dict(documents[0], text=documents[0]["text"] + " "), *documents[1:3]]
+    assert documents_sha256(changed) != documents_sha256(documents[:3])
+    assert prompt_sha256(("invoice", "letter")) != prompt_sha256()
+    assert options_sha256({"a": 1, "b": 2}) == options_sha256({"b": 2, "a": 1})
+
+
+def test_identity_digest_and_short_digest():
+    assert model_identity_digest("m", {"revision": "a"}) != model_identity_digest("m", {"revision": "b"})
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", model_identity_digest("m"))
+    assert short_digest("sha256:6e4c38e1172f42fd") == "6e4c38e1172f" == short_digest("6e4c38e1172f42fd")
+    assert short_digest(None) == "unknown"
+
+
+def test_find_gate_record_reuses_only_a_passing_record_that_meets_todays_thresholds(documents):
+    record = _record(documents[:4])
+    key = record["key"]
+    assert record["per_document"][0] == {
+        "id": documents[0]["id"],
+        "expected": documents[0]["document_type"],
+        "got": documents[0]["document_type"],
+        "valid": None,
+        "correct": None,
+        "latency": None,
+        "thinking": None,
+        "correspondent_ok": None,
+    }
+    found, why = find_gate_record({key: json.dumps(record)}, key, THRESHOLDS)
+    assert found == record and why == ""
+    assert find_gate_record({key: record}, key, THRESHOLDS)[0] == record  # parsed data works too
+    cases = [
+        ({}, "no passing gate recorded"),
+        ({key: "{not json"}, "is not JSON"),
+        ({key: json.dumps({**record, "schema": 0})}, "another layout"),
+        ({key: json.dumps({**record, "key": "gate-other"})}, "another layout"),
+        ({key: json.dumps({**record, "passed": False})}, "not a passing gate"),
+        ({key: json.dumps(_record(documents[:4], accuracy=0.6))}, "misses today's thresholds: accuracy 0.60 < 0.70"),
+        ({key: json.dumps({**record, "metrics": {"accuracy": 0.9}})}, "lacks metric"),
+    ]
+    for records, needle in cases:
+        found, why = find_gate_record(records, key, THRESHOLDS)
+        assert found is None and needle in why, (records, why)
