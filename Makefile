@@ -27,8 +27,8 @@ LOAD_PERCENT ?= 60
 CHAOS_ROUNDS ?= 20
 CHAOS_SEED ?=
 
-.PHONY: help venv controlplane demo test lint sanity units pytest molecule chaos collection-tree lab-up lab-down lab-status \
-	lab-reset clean
+.PHONY: help venv controlplane demo test lint sanity units pytest molecule chaos bench collection-tree lab-up lab-down \
+	lab-status lab-reset clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ molecule: venv controlplane ## the molecule scenarios against the twin, with bot
 
 chaos: venv controlplane ## the long sweep: upgrades stopped at CHAOS_ROUNDS seeded random instants, each recovered
 	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SEED=$(CHAOS_SEED) $(PY) -m pytest -m chaos tests/matrix/test_chaos.py -v -s
+
+bench: venv controlplane ## the plays' speed on a fresh twin: wall time, tasks, changed, lab waits, controller share
+	$(PY) -m bench --slowest
 
 test: ## everything CI runs: lint, ansible-test sanity and units, pytest, molecule
 	@$(MAKE) --no-print-directory -j2 venv controlplane

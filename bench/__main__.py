@@ -1,0 +1,158 @@
+"""``make bench``: the plays' speed on a fresh twin, the figures the README shows.
+
+Starts a twin of its own (a temporary LAB_DIR, so its own loopback address), runs, in order:
+
+1. rebuild from empty, 2. the same rebuild again (nothing to change), 3. a ``--check --diff`` preview of an
+upgrade to qwen2.5:14b, 4. that upgrade, 5. the same upgrade again (nothing to change), 6. an upgrade to qwen3:4b
+that the gate fails and that is rolled back, 7. an upgrade of the vLLM tier,
+
+each with Ansible's ``ansible.posix.json`` stdout callback, and prints per run: wall time (s), tasks run, tasks
+changed, the time spent in tasks that wait on the lab (the Helm release rollouts, pulls, the gate's and the
+route checks' requests, drains, the LXC restart, every task that polls with ``until``) and the rest: the
+controller's own share. Compared with the targets of issue 11 on a 2-core machine with nothing else running.
+Wall times depend on the machine's load; run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lab.controlplane.build import bin_dir  # noqa: E402
+
+# actions whose time is the lab's: rollouts, pulls, model loads, requests to the models, drains, LXC restarts
+WAIT_ACTIONS = {
+    "kubernetes.core.helm",
+    "kubernetes.core.k8s_drain",
+    "homelab.inference.ollama_pull_wait",
+    "homelab.inference.llm_validate",
+    "homelab.inference.litellm_route_check",
+    "homelab.inference.proxmox_lxc_resources",
+    "homelab.inference.llm_probe",
+}
+UPGRADE = ["upgrade-model.yml", "-e", "tier=ollama", "-e", "model=qwen2.5:14b"]
+RUNS = [
+    ("rebuild from empty", ["rebuild-inference-tier.yml"], True),
+    ("no-op rebuild", ["rebuild-inference-tier.yml"], True),
+    ("preview (--check --diff)", [*UPGRADE, "--check", "--diff"], True),
+    ("upgrade to qwen2.5:14b", UPGRADE, True),
+    ("no-op upgrade", UPGRADE, True),
+    ("rolled-back upgrade to qwen3:4b", ["upgrade-model.yml", "-e", "tier=ollama", "-e", "model=qwen3:4b"], False),
+    ("vLLM upgrade", ["upgrade-model.yml", "-e", "tier=vllm", "-e", "model=Qwen/Qwen2.5-7B-Instruct-AWQ"], True),
+]
+# seconds, issue 11 (a 2-core machine with nothing else running)
+TARGETS = {"no-op upgrade": 15.0, "no-op rebuild": 20.0, "preview (--check --diff)": 20.0}
+CONTROLLER_TARGET = ("upgrade to qwen2.5:14b", 30.0)
+
+
+def seconds(duration: dict) -> float:
+    """Length of an ``ansible.posix.json`` duration (``start``/``end`` ISO 8601 timestamps) in seconds."""
+    start, end = (datetime.fromisoformat(duration[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    return (end - start).total_seconds()
+
+
+def figures(report: dict) -> dict:
+    """Tasks, changed, lab waits (s) of one play run, from its ``ansible.posix.json`` output."""
+    tasks = waits = 0.0
+    by_task: dict[str, float] = {}
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            for result in task.get("hosts", {}).values():
+                if result.get("skipped"):
+                    continue
+                tasks += 1
+                took = seconds(task["task"]["duration"]) if task["task"].get("duration", {}).get("end") else 0.0
+                by_task[task["task"]["name"]] = by_task.get(task["task"]["name"], 0.0) + took
+                if result.get("action") in WAIT_ACTIONS or "attempts" in result:
+                    waits += took
+    stats = report.get("stats", {})
+    return {
+        "tasks": int(tasks),
+        "changed": sum(host.get("changed", 0) for host in stats.values()),
+        "failed": sum(host.get("failures", 0) for host in stats.values()),
+        "waits": waits,
+        "slowest": sorted(by_task.items(), key=lambda item: -item[1])[:5],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slowest", action="store_true", help="also print each run's five slowest tasks")
+    options = parser.parse_args()
+    lab_dir = Path(tempfile.mkdtemp(prefix="homelab-bench-"))
+    env = dict(os.environ, LAB_DIR=str(lab_dir), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env.pop("LAB_ADDRESS", None)
+    env["PATH"] = f"{bin_dir()}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CALLBACKS_ENABLED="", ANSIBLE_FORCE_COLOR="0")
+
+    def lab(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    rows = []
+    lab("up")
+    try:
+        kubectl = str(bin_dir() / "kubectl")
+        subprocess.run(
+            [kubectl, "--kubeconfig", str(lab_dir / "kubeconfig"), "apply", "-f", "lab/fixtures/paperless-ai.yaml"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        for name, args, should_pass in RUNS:
+            started = time.monotonic()
+            playbook = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "inventory/lab", f"playbooks/{args[0]}"]
+            proc = subprocess.run(
+                [*playbook, *args[1:]],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.monotonic() - started
+            try:
+                data = figures(json.loads(proc.stdout[proc.stdout.index("{") :]))
+            except ValueError:
+                print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{name}: no JSON from ansible-playbook (exit {proc.returncode})") from None
+            if (proc.returncode == 0) != should_pass:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{name}: exit {proc.returncode}, expected {'success' if should_pass else 'failure'}")
+            rows.append((name, wall, data))
+    finally:
+        lab("down")
+
+    print(f"{'run':34} {'wall s':>7} {'tasks':>6} {'changed':>8} {'lab s':>7} {'controller s':>13}  target")
+    misses = []
+    for name, wall, data in rows:
+        target = TARGETS.get(name)
+        controller = wall - data["waits"]
+        note = ""
+        if target is not None:
+            note = f"wall <= {target:g} s: {'met' if wall <= target else 'MISSED'}"
+            misses += [name] if wall > target else []
+        if name == CONTROLLER_TARGET[0]:
+            limit = CONTROLLER_TARGET[1]
+            note = f"controller <= {limit:g} s: {'met' if controller <= limit else 'MISSED'}"
+            misses += [name] if controller > limit else []
+        counts = f"{data['tasks']:6d} {data['changed']:8d}"
+        print(f"{name:34} {wall:7.1f} {counts} {data['waits']:7.1f} {controller:13.1f}  {note}")
+        if options.slowest:
+            for task, took in data["slowest"]:
+                print(f"{'':36}{took:6.1f} s  {task}")
+    print(f"\ntargets missed: {', '.join(misses)}" if misses else "\nevery target met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
