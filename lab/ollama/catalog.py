@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import normalize_name
 
 GIB = 1024**3
 MIB = 1024**2
@@ -38,15 +39,13 @@ class CatalogError(ValueError):
 
 
 def normalize_tag(name: str) -> str:
-    """``phi4-mini`` -> ``phi4-mini:latest``; strips ``registry.ollama.ai/`` and ``library/`` prefixes."""
+    """``phi4-mini`` -> ``phi4-mini:latest``; strips ``registry.ollama.ai/`` and ``library/`` prefixes (Ollama's
+    defaults), then adds the tag as the product does (``ollama_client.normalize_name``, the one normaliser)."""
     name = name.strip()
     for prefix in ("registry.ollama.ai/", "library/"):
         if name.startswith(prefix):
             name = name[len(prefix) :]
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last:
-        name += ":latest"
-    return name
+    return normalize_name(name) if name else name
 
 
 def fake_digest(*parts: str) -> str:

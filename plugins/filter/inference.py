@@ -22,6 +22,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import normalize_name
 
 try:
     from kubernetes.utils.quantity import parse_quantity
@@ -56,11 +57,10 @@ def ollama_tag(name):
 
     Raises AnsibleFilterError for an empty name.
     """
-    name = str(name or "").strip()
-    if not name:
-        raise AnsibleFilterError("ollama_tag: empty model name; pass e.g. model=qwen2.5:14b")
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:latest"
+    try:
+        return normalize_name(str(name or ""))
+    except ValueError:
+        raise AnsibleFilterError("ollama_tag: empty model name; pass e.g. model=qwen2.5:14b") from None
 
 
 # Ollama's model name grammar (ollama/ollama types/model/name.go): [host/][namespace/]model[:tag], each part
