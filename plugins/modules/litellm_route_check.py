@@ -232,7 +232,8 @@ def mismatches(info: dict, expect_model_group: str | None, expect_api_base: str 
     return problems
 
 
-def main():
+def module_args() -> dict:
+    """The argument spec: the OpenAI API options (doc fragment openai_api) and the route's expectations."""
     argument_spec = openai_api_argument_spec()
     argument_spec.update(
         alias={"type": "str", "required": True},
@@ -243,10 +244,11 @@ def main():
         retries={"type": "int", "default": 0},
         delay={"type": "float", "default": 5.0},
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    if not HAS_HTTPX:
-        module.fail_json(msg=missing_required_lib("httpx"))
+    return argument_spec
+
+
+def option_problems(params: dict) -> list[str]:
+    """Problems with the numeric options, each naming the field and what it must be."""
     problems = []
     if params["retries"] < 0:
         problems.append(f"retries must be 0 or more (got {params['retries']})")
@@ -256,54 +258,73 @@ def main():
         problems.append(f"timeout must be a positive number of seconds (got {params['timeout']:g})")
     if params["max_tokens"] < 1:
         problems.append(f"max_tokens must be at least 1 (got {params['max_tokens']})")
-    if problems:
-        module.fail_json(msg="invalid options: " + "; ".join(problems), changed=False)
+    return problems
 
-    secret = params.get("api_key")
-    messages = [{"role": "user", "content": params["prompt"]}]
-    attempts = 0
-    info: dict = {}
-    problems = []
-    with OpenAIClient(
-        v1_url(params["api_url"]), api_key=secret, timeout=params["timeout"], verify=verify_from_params(params)
-    ) as client:
-        for attempt in range(params["retries"] + 1):
-            if attempt:
-                time.sleep(params["delay"])
-            attempts += 1
-            started = time.monotonic()
-            try:
-                body, headers = client.chat(
-                    params["alias"],
-                    messages,
-                    extra_body={"max_tokens": params["max_tokens"]},
-                    timeout=params["timeout"],
-                )
-            except OpenAIError as exc:
-                info = route_info(exc.status, exc.headers, None, time.monotonic() - started, str(exc))
-                problems = [f"request for {params['alias']!r} failed: {exc}"]
-                continue
-            info = route_info(200, headers, body, time.monotonic() - started, None)
-            problems = mismatches(info, params.get("expect_model_group"), params.get("expect_api_base"))
-            if not problems:
-                break
 
-    result = scrub(dict(info, changed=False, attempts=attempts, alias=params["alias"]), secret)
-    if problems:
-        module.fail_json(
-            msg=scrub(
-                f"route check for {params['alias']!r} failed after {attempts} attempt(s): " + "; ".join(problems),
-                secret,
+class RouteCheck:
+    """Ask LiteLLM for the alias until the answer comes from the expected model group (or the attempts run out)."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.params = module.params
+        self.secret = self.params.get("api_key")
+
+    def run(self) -> None:
+        params = self.params
+        if not HAS_HTTPX:
+            self.module.fail_json(msg=missing_required_lib("httpx"))
+        problems = option_problems(params)
+        if problems:
+            self.module.fail_json(msg="invalid options: " + "; ".join(problems), changed=False)
+        attempts, info, problems = 0, {}, []
+        with OpenAIClient(
+            v1_url(params["api_url"]), api_key=self.secret, timeout=params["timeout"], verify=verify_from_params(params)
+        ) as client:
+            for attempt in range(params["retries"] + 1):
+                if attempt:
+                    time.sleep(params["delay"])
+                attempts += 1
+                info, problems = self.ask(client)
+                if not problems:
+                    break
+        result = scrub(dict(info, changed=False, attempts=attempts, alias=params["alias"]), self.secret)
+        if problems:
+            self.module.fail_json(
+                msg=scrub(
+                    f"route check for {params['alias']!r} failed after {attempts} attempt(s): " + "; ".join(problems),
+                    self.secret,
+                ),
+                **result,
+            )
+        self.module.exit_json(
+            msg=(
+                f"{params['alias']!r} served by model group {info['model_group']!r} via {info['api_base']} "
+                f"(attempted fallbacks: {info['attempted_fallbacks']}) in {info['latency']:.3f} s"
             ),
             **result,
         )
-    module.exit_json(
-        msg=(
-            f"{params['alias']!r} served by model group {info['model_group']!r} via {info['api_base']} "
-            f"(attempted fallbacks: {info['attempted_fallbacks']}) in {info['latency']:.3f} s"
-        ),
-        **result,
-    )
+
+    def ask(self, client) -> tuple[dict, list[str]]:
+        """One chat request for the alias: its routing facts and what differs from the expectations."""
+        params = self.params
+        started = time.monotonic()
+        try:
+            body, headers = client.chat(
+                params["alias"],
+                [{"role": "user", "content": params["prompt"]}],
+                extra_body={"max_tokens": params["max_tokens"]},
+                timeout=params["timeout"],
+            )
+        except OpenAIError as exc:
+            info = route_info(exc.status, exc.headers, None, time.monotonic() - started, str(exc))
+            return info, [f"request for {params['alias']!r} failed: {exc}"]
+        info = route_info(200, headers, body, time.monotonic() - started, None)
+        return info, mismatches(info, params.get("expect_model_group"), params.get("expect_api_base"))
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
+    RouteCheck(module).run()
 
 
 if __name__ == "__main__":

@@ -196,56 +196,68 @@ def module_args() -> dict:
     return spec
 
 
-def main():
-    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
-    p = module.params
-    if not HAS_HTTPX:
-        module.fail_json(msg=missing_required_lib("httpx"))
-    for name in ("interval", "timeout", "max_duration"):
-        if p[name] <= 0:
-            module.fail_json(msg=f"{name} must be a positive number of seconds, got {p[name]}")
-    if not p["aliases"]:
-        module.fail_json(msg="aliases is empty: name at least one LiteLLM model alias to probe")
-    if module.check_mode:
-        module.exit_json(changed=False, probe={})
+class Probe:
+    """Check the options, then run a :class:`ClientProbe` until the stop file, the owner's end or the deadline."""
 
-    deadline = time.monotonic() + p["max_duration"]
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.params = module.params
+        self.deadline = time.monotonic() + self.params["max_duration"]
 
-    def should_stop() -> str | None:
-        if os.path.exists(p["stop_file"]):
+    def run(self) -> None:
+        p = self.params
+        if not HAS_HTTPX:
+            self.module.fail_json(msg=missing_required_lib("httpx"))
+        for name in ("interval", "timeout", "max_duration"):
+            if p[name] <= 0:
+                self.module.fail_json(msg=f"{name} must be a positive number of seconds, got {p[name]}")
+        if not p["aliases"]:
+            self.module.fail_json(msg="aliases is empty: name at least one LiteLLM model alias to probe")
+        if self.module.check_mode:
+            self.module.exit_json(changed=False, probe={})
+        probe = ClientProbe(
+            self.client,
+            p["aliases"],
+            interval=p["interval"],
+            timeout=p["timeout"],
+            max_tokens=p["max_tokens"],
+            should_stop=self.should_stop,
+            events_file=p["events_file"],
+            paused=self.paused,
+        )
+        self.module.exit_json(changed=False, probe=probe.run())
+
+    def should_stop(self) -> str | None:
+        """Why the probe stops now (stop file, owner gone, max duration), or None."""
+        if os.path.exists(self.params["stop_file"]):
             return "stop file"
-        if p["owner_pid"] and not pid_alive(p["owner_pid"]):
+        if self.params["owner_pid"] and not pid_alive(self.params["owner_pid"]):
             return "owner gone"
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= self.deadline:
             return "max duration"
         return None
 
-    def paused(alias: str) -> bool:
-        if not p["pause_file"]:
+    def paused(self, alias: str) -> bool:
+        """Whether the pause file names ``alias`` (a gate measures the runtime behind it)."""
+        if not self.params["pause_file"]:
             return False
         try:
-            with open(p["pause_file"], encoding="utf-8") as fh:
+            with open(self.params["pause_file"], encoding="utf-8") as fh:
                 return alias in fh.read().split()
         except OSError:
             return False
 
-    def client() -> OpenAIClient:
-        # a new connection per request, routed afresh as a new client's: see the module's notes
+    def client(self) -> OpenAIClient:
+        """A new connection per request, routed afresh as a new client's: see the module's notes."""
+        p = self.params
         return OpenAIClient(
             p["api_url"], api_key=p["api_key"], timeout=p["timeout"], verify=verify_from_params(p), keep_alive=False
         )
 
-    probe = ClientProbe(
-        client,
-        p["aliases"],
-        interval=p["interval"],
-        timeout=p["timeout"],
-        max_tokens=p["max_tokens"],
-        should_stop=should_stop,
-        events_file=p["events_file"],
-        paused=paused,
-    )
-    module.exit_json(changed=False, probe=probe.run())
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
+    Probe(module).run()
 
 
 if __name__ == "__main__":

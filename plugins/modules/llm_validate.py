@@ -537,7 +537,8 @@ def record_identity(params: dict, sample: list[dict], digest: str) -> dict:
     }
 
 
-def main():
+def module_args() -> dict:
+    """The argument spec: the OpenAI API options (doc fragment openai_api) and the gate's own."""
     argument_spec = openai_api_argument_spec(timeout=None)
     argument_spec.update(
         api={"type": "str", "choices": ["ollama", "openai"], "default": "ollama"},
@@ -563,125 +564,27 @@ def main():
         model_identity={"type": "raw"},
         run_id={"type": "str"},
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    base = {"changed": False, "model": params["model"], "api": params["api"], "reused": False}
-    thresholds = {
-        "min_valid_json": params["min_valid_json"],
-        "max_p95_latency": params["max_p95_latency"],
-        "min_accuracy": params["min_accuracy"],
-        "allow_thinking": params["allow_thinking"],
-    }
-    base["thresholds"] = thresholds
+    return argument_spec
 
-    if not HAS_HTTPX:
-        module.fail_json(msg=missing_required_lib("httpx"), **base)
 
-    problems = validate_params(params)
-    if problems:
-        module.fail_json(msg="invalid options: " + "; ".join(problems), **base)
-    try:
-        documents = load_documents(params["documents_dir"])
-        sample = select_sample(documents, params.get("sample_size"))
-    except GateInputError as exc:
-        module.fail_json(msg=f"invalid gate documents: {exc}", **base)
-
-    backend = Backend(params)
-    identity = None
-    if params["record"]:
-        digest, why = model_digest(params, backend)
-        base["digest"] = digest
-        if digest is None:
-            module.warn(f"the gate result cannot be recorded or reused: {why}")
-        else:
-            identity = record_identity(params, sample, digest)
-            base["record_key"] = identity["key"]
-            if params["reuse_record"]:
-                recorded, why = find_gate_record(params["records"], identity["key"], thresholds)
-                if recorded is not None:
-                    backend.close()
-                    base["reused"] = True
-                    module.exit_json(
-                        msg=f"gate skipped: passed for {short_digest(digest)} on {recorded.get('passed_at')}",
-                        passed=True,
-                        failures=[],
-                        metrics=recorded["metrics"],
-                        per_document=recorded.get("per_document") or [],
-                        record=recorded,
-                        **base,
-                    )
-                base["reuse_skipped_because"] = why
-
-    if module.check_mode and params["skip_in_check_mode"]:
-        backend.close()
-        module.exit_json(
-            skipped=True,
-            passed=None,
-            failures=[],
-            metrics={},
-            per_document=[],
-            msg=f"quality gate skipped in check mode ({len(sample)} documents would be sent)",
-            **base,
-        )
-
-    if params["request_timeout"] < params["max_p95_latency"]:
-        module.warn(
-            f"request_timeout {params['request_timeout']:g} s is below max_p95_latency {params['max_p95_latency']:g} s:"
-            " timed-out requests count as latency = request_timeout, so the p95 check cannot catch them"
-        )
-
-    try:
-        cold_start = None
-        cold_start_load = None
-        if params["warmup"]:
-            started = time.monotonic()
-            try:
-                warm = backend.call(
-                    WARMUP_MESSAGES, timeout=params["warmup_timeout"], json_mode=False, max_tokens=WARMUP_MAX_TOKENS
-                )
-            except (OllamaTimeout, OpenAITimeout):
-                module.fail_json(
-                    msg=f"warm-up of {params['model']} did not finish within warmup_timeout "
-                    f"{params['warmup_timeout']:g} s; raise warmup_timeout or check the server (model load)",
-                    passed=False,
-                    failures=[f"warm-up timed out after {params['warmup_timeout']:g} s"],
-                    metrics={"cold_start": None},
-                    per_document=[],
-                    **base,
-                )
-            except (OllamaError, OpenAIError) as exc:
-                module.fail_json(
-                    msg=f"warm-up request to {params['model']} failed: {exc}",
-                    passed=False,
-                    failures=[f"warm-up failed: {exc}"],
-                    metrics={"cold_start": round(time.monotonic() - started, 3)},
-                    per_document=[],
-                    status=getattr(exc, "status", None),
-                    **base,
-                )
-            cold_start = round(warm["wall"], 3)
-            cold_start_load = round(warm["load_seconds"], 3) if warm["load_seconds"] is not None else None
-
-        with ThreadPoolExecutor(max_workers=params["concurrency"], thread_name_prefix="llm-gate") as pool:
-            results = list(pool.map(lambda d: classify(backend, d, params["request_timeout"]), sample))
-    finally:
-        backend.close()
-
-    summary_input = [
-        {
-            "valid": r["valid"],
-            "correct": r["correct"],
-            "correspondent_ok": r["correspondent_ok"],
-            "latency": r["latency"],
-            "timed_out": r["_timed_out"],
-            "answered": r["_answered"],
-            "thinking": r["_thinking_text"],
-            "completion_tokens": r["completion_tokens"],
-            "generation_seconds": r["_generation_seconds"],
-        }
-        for r in results
-    ]
-    metrics = summarize(summary_input)
+def metrics_of(results: list[dict], cold_start: float | None, cold_start_load: float | None) -> dict:
+    """The gate's metrics (:func:`summarize`) of the classified documents, with the warm-up and model groups."""
+    metrics = summarize(
+        [
+            {
+                "valid": r["valid"],
+                "correct": r["correct"],
+                "correspondent_ok": r["correspondent_ok"],
+                "latency": r["latency"],
+                "timed_out": r["_timed_out"],
+                "answered": r["_answered"],
+                "thinking": r["_thinking_text"],
+                "completion_tokens": r["completion_tokens"],
+                "generation_seconds": r["_generation_seconds"],
+            }
+            for r in results
+        ]
+    )
     metrics["cold_start"] = cold_start
     metrics["cold_start_load"] = cold_start_load
     groups = {}
@@ -689,35 +592,173 @@ def main():
         if r["model_group"]:
             groups[r["model_group"]] = groups.get(r["model_group"], 0) + 1
     metrics["model_groups"] = groups
-    per_document = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    return metrics
 
-    failures = check_thresholds(metrics, **thresholds)
-    result = dict(base, passed=not failures, failures=failures, metrics=metrics, per_document=per_document)
-    if failures:
-        module.fail_json(msg=f"quality gate failed for {params['model']}: " + "; ".join(failures), **result)
-    if identity is not None:
-        result["record"] = gate_record(
-            identity["key"],
-            params["model"],
-            base["digest"],
-            identity["documents"],
-            identity["prompt"],
-            identity["options"],
-            metrics,
-            per_document,
-            passed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            run_id=params.get("run_id"),
+
+class QualityGate:
+    """One gate run: check the inputs, reuse a recorded pass or warm up and classify, judge, return the result.
+
+    Every exit goes through the module (``exit_json``/``fail_json``), as community.proxmox's module classes do.
+    """
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.params = module.params
+        self.thresholds = {
+            "min_valid_json": self.params["min_valid_json"],
+            "max_p95_latency": self.params["max_p95_latency"],
+            "min_accuracy": self.params["min_accuracy"],
+            "allow_thinking": self.params["allow_thinking"],
+        }
+        self.base = {
+            "changed": False,
+            "model": self.params["model"],
+            "api": self.params["api"],
+            "reused": False,
+            "thresholds": self.thresholds,
+        }
+        self.sample: list[dict] = []
+        self.identity: dict | None = None
+        self.backend: Backend | None = None
+
+    def run(self) -> None:
+        self.check_inputs()
+        self.backend = Backend(self.params)
+        try:
+            self.reuse_record()
+            if self.module.check_mode and self.params["skip_in_check_mode"]:
+                self.module.exit_json(
+                    skipped=True,
+                    passed=None,
+                    failures=[],
+                    metrics={},
+                    per_document=[],
+                    msg=f"quality gate skipped in check mode ({len(self.sample)} documents would be sent)",
+                    **self.base,
+                )
+            if self.params["request_timeout"] < self.params["max_p95_latency"]:
+                self.module.warn(
+                    f"request_timeout {self.params['request_timeout']:g} s is below max_p95_latency "
+                    f"{self.params['max_p95_latency']:g} s: timed-out requests count as latency = request_timeout, "
+                    "so the p95 check cannot catch them"
+                )
+            cold_start, cold_start_load = self.warm_up()
+            with ThreadPoolExecutor(max_workers=self.params["concurrency"], thread_name_prefix="llm-gate") as pool:
+                results = list(
+                    pool.map(lambda d: classify(self.backend, d, self.params["request_timeout"]), self.sample)
+                )
+        finally:
+            self.backend.close()
+        self.judge(metrics_of(results, cold_start, cold_start_load), results)
+
+    def check_inputs(self) -> None:
+        """httpx, the numeric options and the documents, before any request."""
+        if not HAS_HTTPX:
+            self.module.fail_json(msg=missing_required_lib("httpx"), **self.base)
+        problems = validate_params(self.params)
+        if problems:
+            self.module.fail_json(msg="invalid options: " + "; ".join(problems), **self.base)
+        try:
+            documents = load_documents(self.params["documents_dir"])
+            self.sample = select_sample(documents, self.params.get("sample_size"))
+        except GateInputError as exc:
+            self.module.fail_json(msg=f"invalid gate documents: {exc}", **self.base)
+
+    def reuse_record(self) -> None:
+        """With O(record): key this run; with O(reuse_record), exit with a recorded pass that still holds."""
+        if not self.params["record"]:
+            return
+        digest, why = model_digest(self.params, self.backend)
+        self.base["digest"] = digest
+        if digest is None:
+            self.module.warn(f"the gate result cannot be recorded or reused: {why}")
+            return
+        self.identity = record_identity(self.params, self.sample, digest)
+        self.base["record_key"] = self.identity["key"]
+        if not self.params["reuse_record"]:
+            return
+        recorded, why = find_gate_record(self.params["records"], self.identity["key"], self.thresholds)
+        if recorded is None:
+            self.base["reuse_skipped_because"] = why
+            return
+        self.base["reused"] = True
+        self.module.exit_json(
+            msg=f"gate skipped: passed for {short_digest(digest)} on {recorded.get('passed_at')}",
+            passed=True,
+            failures=[],
+            metrics=recorded["metrics"],
+            per_document=recorded.get("per_document") or [],
+            record=recorded,
+            **self.base,
         )
-    tps = metrics["tokens_per_second"]
-    module.exit_json(
-        msg=(
-            f"quality gate passed for {params['model']}: valid JSON {metrics['valid_json_rate']:.2f}, "
-            f"accuracy {metrics['accuracy']:.2f}, p95 latency {format_seconds(metrics['latency_p95'])} s"
-            + (f", {tps:g} tokens/s" if tps is not None else "")
-            + (f", cold start {format_seconds(cold_start)} s" if cold_start is not None else "")
-        ),
-        **result,
-    )
+
+    def warm_up(self) -> tuple[float | None, float | None]:
+        """One short request that loads the model; its wall time and Ollama's load time (s), apart from the gate."""
+        if not self.params["warmup"]:
+            return None, None
+        model, timeout = self.params["model"], self.params["warmup_timeout"]
+        started = time.monotonic()
+        try:
+            warm = self.backend.call(WARMUP_MESSAGES, timeout=timeout, json_mode=False, max_tokens=WARMUP_MAX_TOKENS)
+        except (OllamaTimeout, OpenAITimeout):
+            self.module.fail_json(
+                msg=f"warm-up of {model} did not finish within warmup_timeout {timeout:g} s; raise warmup_timeout "
+                "or check the server (model load)",
+                passed=False,
+                failures=[f"warm-up timed out after {timeout:g} s"],
+                metrics={"cold_start": None},
+                per_document=[],
+                **self.base,
+            )
+        except (OllamaError, OpenAIError) as exc:
+            self.module.fail_json(
+                msg=f"warm-up request to {model} failed: {exc}",
+                passed=False,
+                failures=[f"warm-up failed: {exc}"],
+                metrics={"cold_start": round(time.monotonic() - started, 3)},
+                per_document=[],
+                status=getattr(exc, "status", None),
+                **self.base,
+            )
+        load = warm["load_seconds"]
+        return round(warm["wall"], 3), (round(load, 3) if load is not None else None)
+
+    def judge(self, metrics: dict, results: list[dict]) -> None:
+        """Fail naming each threshold missed, else pass (with the record to store, when keyed)."""
+        model = self.params["model"]
+        per_document = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        failures = check_thresholds(metrics, **self.thresholds)
+        result = dict(self.base, passed=not failures, failures=failures, metrics=metrics, per_document=per_document)
+        if failures:
+            self.module.fail_json(msg=f"quality gate failed for {model}: " + "; ".join(failures), **result)
+        if self.identity is not None:
+            result["record"] = gate_record(
+                self.identity["key"],
+                model,
+                self.base["digest"],
+                self.identity["documents"],
+                self.identity["prompt"],
+                self.identity["options"],
+                metrics,
+                per_document,
+                passed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                run_id=self.params.get("run_id"),
+            )
+        tps, cold_start = metrics["tokens_per_second"], metrics["cold_start"]
+        self.module.exit_json(
+            msg=(
+                f"quality gate passed for {model}: valid JSON {metrics['valid_json_rate']:.2f}, "
+                f"accuracy {metrics['accuracy']:.2f}, p95 latency {format_seconds(metrics['latency_p95'])} s"
+                + (f", {tps:g} tokens/s" if tps is not None else "")
+                + (f", cold start {format_seconds(cold_start)} s" if cold_start is not None else "")
+            ),
+            **result,
+        )
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
+    QualityGate(module).run()
 
 
 if __name__ == "__main__":

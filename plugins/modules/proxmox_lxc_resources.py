@@ -299,7 +299,8 @@ def restart_container(module, client, node, vmid):
     return task, status
 
 
-def main():
+def module_args() -> dict:
+    """The argument spec: the Proxmox API options (doc fragment proxmox) and the container's resources."""
     argument_spec = proxmox_argument_spec()
     argument_spec.update(
         vmid=dict(type="int", required=True),
@@ -310,85 +311,105 @@ def main():
         restart=dict(type="bool", default=False),
         restart_timeout=dict(type="int", default=300),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return argument_spec
+
+
+class LxcResources:
+    """Read the container and its node, work out the change, apply it (put back on a partial refusal), restart."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.vmid = module.params["vmid"]
+        self.client = ProxmoxClient(module)
+
+    def run(self) -> None:
+        module, vmid = self.module, self.vmid
+        node, config, status, pending = read_container(module, self.client, vmid)
+        state = status.get("status")
+        before = pick(config)
+        wanted = {key: module.params[key] for key in RESOURCE_KEYS if module.params[key] is not None}
+        after = dict(before, **wanted)
+        to_set = {key: value for key, value in wanted.items() if before.get(key) != value or key in pending}
+        for key in set(pending) & set(RESOURCE_KEYS) - set(wanted):
+            module.warn(f"container {vmid} has a pending {key} change to {pending[key]} that applies at its next start")
+        changed = bool(to_set)
+        diff = {
+            "before_header": f"lxc/{vmid} on {node}",
+            "after_header": f"lxc/{vmid} on {node}",
+            "before": {key: before[key] for key in to_set} if changed else {},
+            "after": {key: after[key] for key in to_set} if changed else {},
+        }
+        host_memory = self.host_memory(node)
+        result = dict(
+            changed=changed,
+            vmid=vmid,
+            node=node,
+            before=before,
+            after=after,
+            diff=diff,
+            restarted=False,
+            host_memory=host_memory,
+        )
+        check_request(module, node, vmid, before, wanted, state, host_memory["free_mib"])
+        if not changed or module.check_mode:
+            module.exit_json(config=dict(config, **wanted), status=state, **result)
+
+        self.update(node, config, before, to_set)
+        task = None
+        if module.params["restart"]:
+            if state == "running":
+                task, _restarted = restart_container(module, self.client, node, vmid)
+                result["restarted"] = True
+            else:
+                module.warn(f"container {vmid} is {state}; restart only reboots a running container, it stays {state}")
+        try:
+            final = self.client.get_lxc_config(vmid, node, current=True)
+            final_state = self.client.get_lxc_status(vmid, node).get("status")
+        except ProxmoxError as exc:
+            fail(module, f"changed container {vmid} but cannot read it back: {exc}", changed=True)
+        result["after"] = pick(final)
+        if task is not None:
+            result["task"] = task
+        module.exit_json(config=final, status=final_state, **result)
+
+    def host_memory(self, node: str) -> dict:
+        """Total and free memory of the node in MiB (C(GET /nodes/{node}/status))."""
+        try:
+            host = self.client.host_status(node)
+        except ProxmoxError as exc:
+            fail(self.module, f"cannot read the memory of node {node}: {exc}")
+        return {"total_mib": int(host["memory"]["total"]) // MIB, "free_mib": int(host["memory"]["free"]) // MIB}
+
+    def update(self, node: str, config: dict, before: dict, to_set: dict) -> None:
+        """C(PUT /nodes/{node}/lxc/{vmid}/config) with the config's digest; on a partial refusal, put it all back."""
+        vmid = self.vmid
+        try:
+            self.client.update_lxc_config(vmid, node, digest=config.get("digest"), **to_set)
+        except ProxmoxError as exc:
+            if exc.errors:
+                # The API refused part of it (e.g. "unable to hotplug memory"): like pve-container it keeps the
+                # refused value pending and may have applied the rest. Put everything back so that nothing changed.
+                refused = sorted(set(exc.errors) & set(RESOURCE_KEYS))
+                restore = {key: before[key] for key in to_set if key not in exc.errors and before[key] is not None}
+                try:
+                    if refused or restore:
+                        self.client.update_lxc_config(vmid, node, revert=refused, **restore)
+                except ProxmoxError as revert_exc:
+                    self.module.warn(f"could not undo the partial change: {revert_exc}")
+                fields = ", ".join(sorted(exc.errors))
+                fail(self.module, f"{fields}: Proxmox refused the change ({exc}); nothing was changed", before=before)
+            if "detected modified configuration" in str(exc):
+                fail(
+                    self.module,
+                    f"the config of container {vmid} changed while this task ran ({exc}); run the task again",
+                )
+            fail(self.module, f"cannot update container {vmid}: {exc}", before=before)
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
     validate_params(module)
-    vmid = module.params["vmid"]
-
-    client = ProxmoxClient(module)
-    node, config, status, pending = read_container(module, client, vmid)
-    state = status.get("status")
-
-    before = pick(config)
-    wanted = {key: module.params[key] for key in RESOURCE_KEYS if module.params[key] is not None}
-    after = dict(before, **wanted)
-    to_set = {key: value for key, value in wanted.items() if before.get(key) != value or key in pending}
-    for key in set(pending) & set(RESOURCE_KEYS) - set(wanted):
-        module.warn(f"container {vmid} has a pending {key} change to {pending[key]} that applies at its next start")
-    changed = bool(to_set)
-    diff = {
-        "before_header": f"lxc/{vmid} on {node}",
-        "after_header": f"lxc/{vmid} on {node}",
-        "before": {key: before[key] for key in to_set} if changed else {},
-        "after": {key: after[key] for key in to_set} if changed else {},
-    }
-    try:
-        host = client.host_status(node)
-    except ProxmoxError as exc:
-        fail(module, f"cannot read the memory of node {node}: {exc}")
-    host_memory = {"total_mib": int(host["memory"]["total"]) // MIB, "free_mib": int(host["memory"]["free"]) // MIB}
-    result = dict(
-        changed=changed,
-        vmid=vmid,
-        node=node,
-        before=before,
-        after=after,
-        diff=diff,
-        restarted=False,
-        host_memory=host_memory,
-    )
-
-    check_request(module, node, vmid, before, wanted, state, host_memory["free_mib"])
-
-    if not changed or module.check_mode:
-        predicted = dict(config, **wanted)
-        module.exit_json(config=predicted, status=state, **result)
-
-    try:
-        client.update_lxc_config(vmid, node, digest=config.get("digest"), **to_set)
-    except ProxmoxError as exc:
-        if exc.errors:
-            # The API refused part of it (e.g. "unable to hotplug memory"): like pve-container it keeps the refused
-            # value pending and may have applied the rest. Put everything back so that nothing changed.
-            refused = sorted(set(exc.errors) & set(RESOURCE_KEYS))
-            restore = {key: before[key] for key in to_set if key not in exc.errors and before[key] is not None}
-            try:
-                if refused or restore:
-                    client.update_lxc_config(vmid, node, revert=refused, **restore)
-            except ProxmoxError as revert_exc:
-                module.warn(f"could not undo the partial change: {revert_exc}")
-            fields = ", ".join(sorted(exc.errors))
-            fail(module, f"{fields}: Proxmox refused the change ({exc}); nothing was changed", before=before)
-        if "detected modified configuration" in str(exc):
-            fail(module, f"the config of container {vmid} changed while this task ran ({exc}); run the task again")
-        fail(module, f"cannot update container {vmid}: {exc}", before=before)
-
-    task = None
-    if module.params["restart"]:
-        if state == "running":
-            task, _restarted = restart_container(module, client, node, vmid)
-            result["restarted"] = True
-        else:
-            module.warn(f"container {vmid} is {state}; restart only reboots a running container, it stays {state}")
-
-    try:
-        final = client.get_lxc_config(vmid, node, current=True)
-        final_state = client.get_lxc_status(vmid, node).get("status")
-    except ProxmoxError as exc:
-        fail(module, f"changed container {vmid} but cannot read it back: {exc}", changed=True)
-    result["after"] = pick(final)
-    if task is not None:
-        result["task"] = task
-    module.exit_json(config=final, status=final_state, **result)
+    LxcResources(module).run()
 
 
 if __name__ == "__main__":

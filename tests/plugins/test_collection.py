@@ -1,18 +1,21 @@
 """The repository root is the collection homelab.inference: `ansible-galaxy collection build` makes an artifact
 without the twin, the tests and the inventories, and the artifact installed into an empty collections path
-serves its modules, callback and playbooks by FQCN, outside this work tree."""
+serves its modules and playbooks by FQCN, outside this work tree: it rebuilds and upgrades a twin."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sysconfig
 import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.twin import Twin
 
 BIN = ROOT / ".venv" / "bin"
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
@@ -65,7 +68,7 @@ def test_the_artifact_leaves_out_the_twin_the_tests_and_the_inventories(artifact
     assert manifest["collection_info"]["version"] == GALAXY["version"]
 
 
-def test_the_installed_collection_serves_its_modules_and_callback_by_fqcn(installed):
+def test_the_installed_collection_serves_its_modules_by_fqcn(installed):
     home, where, env = installed
     docs = json.loads(
         run(
@@ -105,3 +108,56 @@ def test_a_module_from_the_installed_collection_imports_its_module_utils(install
     )
     assert proc.returncode != 0
     assert "127.0.0.1:9" in proc.stdout and "ModuleNotFoundError" not in proc.stdout + proc.stderr, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    twin = Twin(tmp_path_factory.mktemp("lab")).up()
+    twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
+    yield twin
+    twin.down()
+
+
+def test_the_installed_collection_rebuilds_and_upgrades_the_twin(installed, twin, tmp_path):
+    # only the installed copy of homelab.inference is visible: its dependencies come from a path that links the
+    # ansible package's kubernetes, community and ansible namespaces, and sys.path is not scanned (the work tree
+    # is linked into the virtualenv's ansible_collections as homelab/inference)
+    home, where, env = installed
+    site = Path(sysconfig.get_paths()["purelib"]) / "ansible_collections"
+    deps = tmp_path / "deps" / "ansible_collections"
+    deps.mkdir(parents=True)
+    for namespace in ("kubernetes", "community", "ansible"):
+        (deps / namespace).symlink_to(site / namespace)
+    env = {
+        **twin.env,
+        "ANSIBLE_CONFIG": env["ANSIBLE_CONFIG"],
+        "ANSIBLE_HOME": env["ANSIBLE_HOME"],
+        "ANSIBLE_COLLECTIONS_PATH": f"{where.parents[2]}:{deps.parent}",
+        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
+    }
+    inventory = str(ROOT / "inventory" / "lab")
+    runs = [
+        [f"{FQCN}.rebuild_inference_tier"],
+        [f"{FQCN}.upgrade_model", "-e", "tier=ollama", "-e", "model=qwen2.5:3b"],
+    ]
+    for args in runs:
+        proc = subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", inventory, *args],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "SUCCEEDED" in proc.stdout
+    values = json.loads(
+        subprocess.run(
+            [str(BIN / "helm"), "get", "values", "ollama", "-n", "ml", "--kubeconfig", twin.kubeconfig, "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert values["model"] == "qwen2.5:3b"
