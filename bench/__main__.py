@@ -93,7 +93,12 @@ def main() -> int:
     env = dict(os.environ, LAB_DIR=str(lab_dir), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     env.pop("LAB_ADDRESS", None)
     env["PATH"] = f"{bin_dir()}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CALLBACKS_ENABLED="", ANSIBLE_FORCE_COLOR="0")
+    # the JSON stdout callback alone (profile_tasks would print between its lines)
+    env.update(
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
+        ANSIBLE_FORCE_COLOR="0",
+    )
 
     def lab(*args: str) -> None:
         subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, env=env, check=True, capture_output=True)
