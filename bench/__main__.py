@@ -82,6 +82,13 @@ def figures(report: dict) -> dict:
         "failed": sum(host.get("failures", 0) for host in stats.values()),
         "waits": waits,
         "slowest": sorted(by_task.items(), key=lambda item: -item[1])[:5],
+        "failures": [
+            f"{task['task']['name']}: {result.get('msg', '')}"
+            for play in report.get("plays", [])
+            for task in play.get("tasks", [])
+            for result in task.get("hosts", {}).values()
+            if result.get("failed") and not result.get("ignore_errors")
+        ],
     }
 
 
@@ -131,7 +138,7 @@ def main() -> int:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{name}: no JSON from ansible-playbook (exit {proc.returncode})") from None
             if (proc.returncode == 0) != should_pass:
-                print(proc.stderr[-3000:], file=sys.stderr)
+                print("\n".join(data["failures"])[-3000:], proc.stderr[-3000:], sep="\n", file=sys.stderr)
                 raise SystemExit(f"{name}: exit {proc.returncode}, expected {'success' if should_pass else 'failure'}")
             rows.append((name, wall, data))
     finally:
