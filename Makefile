@@ -103,7 +103,7 @@ sanity: collection-tree ## ansible-test sanity (pylint on plugins/; ruff lints l
 	cd $(COLLECTION_TREE) && ansible-test sanity --python 3.11 --requirements --skip-test pylint
 	cd $(COLLECTION_TREE) && ansible-test sanity --python 3.11 --requirements --test pylint plugins/
 
-units: collection-tree ## ansible-test units (tests/unit: filters, callback, module_utils), from the collection tree
+units: collection-tree ## ansible-test units (tests/unit: filters, module_utils), from the collection tree
 	cd $(COLLECTION_TREE) && ansible-test units --local --python 3.11
 
 pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slowest tests listed at the end)

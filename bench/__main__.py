@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.controlplane.build import bin_dir  # noqa: E402
+from tests.twin import ANSIBLE_PLAYBOOK, Twin  # noqa: E402
 
 # actions whose time is the lab's: rollouts, pulls, model loads, requests to the models, drains, LXC restarts
 WAIT_ACTIONS = {
@@ -96,34 +95,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slowest", action="store_true", help="also print each run's five slowest tasks")
     options = parser.parse_args()
-    lab_dir = Path(tempfile.mkdtemp(prefix="homelab-bench-"))
-    env = dict(os.environ, LAB_DIR=str(lab_dir), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("LAB_ADDRESS", None)
-    env["PATH"] = f"{bin_dir()}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    # a twin of its own (its own LAB_DIR, so its own loopback address), driven as the tests drive theirs
+    twin = Twin(Path(tempfile.mkdtemp(prefix="homelab-bench-")))
+    env = dict(twin.env, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     # the JSON stdout callback alone (profile_tasks would print between its lines)
     env.update(
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
         ANSIBLE_FORCE_COLOR="0",
     )
-
-    def lab(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, env=env, check=True, capture_output=True)
-
     rows = []
-    lab("up")
+    twin.up()
     try:
-        kubectl = str(bin_dir() / "kubectl")
-        subprocess.run(
-            [kubectl, "--kubeconfig", str(lab_dir / "kubeconfig"), "apply", "-f", "lab/fixtures/paperless-ai.yaml"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
         for name, args, should_pass in RUNS:
             started = time.monotonic()
-            playbook = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "inventory/lab", f"playbooks/{args[0]}"]
+            playbook = [ANSIBLE_PLAYBOOK, "-i", "inventory/lab", f"playbooks/{args[0]}"]
             proc = subprocess.run(
                 [*playbook, *args[1:]],
                 cwd=ROOT,
@@ -142,7 +129,7 @@ def main() -> int:
                 raise SystemExit(f"{name}: exit {proc.returncode}, expected {'success' if should_pass else 'failure'}")
             rows.append((name, wall, data))
     finally:
-        lab("down")
+        twin.down()
 
     print(f"{'run':34} {'wall s':>7} {'tasks':>6} {'changed':>8} {'lab s':>7} {'controller s':>13}  target")
     misses = []

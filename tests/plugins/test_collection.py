@@ -24,9 +24,11 @@ MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
 PLAYBOOKS = ("upgrade_model", "rebuild_inference_tier", "restore_tier")
 
 
-def run(*cmd: str, cwd, env=None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+def run(*cmd: str, cwd=None, env=None, timeout: float = 300, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run ``cmd``; with ``ok`` (the default) it must succeed, its output's tail is the failure message."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return proc
 
 
@@ -93,18 +95,14 @@ def test_the_installed_collection_runs_its_playbooks_by_fqcn(installed, playbook
 def test_a_module_from_the_installed_collection_imports_its_module_utils(installed):
     # the module runs (its module_utils come from the collection) and fails on its own terms: nothing listens
     home, _, env = installed
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible"),
-            *("localhost", "-c", "local", "-i", "localhost,", "-e", f"ansible_python_interpreter={BIN / 'python'}"),
-            *("-m", f"{FQCN}.ollama_model", "-a", "name=phi4-mini api_url=http://127.0.0.1:9"),
-        ],
+    proc = run(
+        str(BIN / "ansible"),
+        *("localhost", "-c", "local", "-i", "localhost,", "-e", f"ansible_python_interpreter={BIN / 'python'}"),
+        *("-m", f"{FQCN}.ollama_model", "-a", "name=phi4-mini api_url=http://127.0.0.1:9"),
         cwd=home,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
+        ok=False,
     )
     assert proc.returncode != 0
     assert "127.0.0.1:9" in proc.stdout and "ModuleNotFoundError" not in proc.stdout + proc.stderr, proc.stdout
@@ -141,23 +139,8 @@ def test_the_installed_collection_rebuilds_and_upgrades_the_twin(installed, twin
         [f"{FQCN}.upgrade_model", "-e", "tier=ollama", "-e", "model=qwen2.5:3b"],
     ]
     for args in runs:
-        proc = subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", inventory, *args],
-            cwd=home,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        proc = run(str(BIN / "ansible-playbook"), "-i", inventory, *args, cwd=home, env=env, timeout=900)
         assert "SUCCEEDED" in proc.stdout
-    values = json.loads(
-        subprocess.run(
-            [str(BIN / "helm"), "get", "values", "ollama", "-n", "ml", "--kubeconfig", twin.kubeconfig, "-o", "json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    helm = [str(BIN / "helm"), "--kubeconfig", twin.kubeconfig, "-n", "ml"]
+    values = json.loads(run(*helm, "get", "values", "ollama", "-o", "json").stdout)
     assert values["model"] == "qwen2.5:3b"
