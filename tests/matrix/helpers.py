@@ -82,10 +82,23 @@ class Run:
                 os.killpg(self.proc.pid, sig)
                 return task
             time.sleep(0.1)
+        self.abandon()
         raise AssertionError(f"timed out waiting for {what}; last task {self.current_task!r}")
 
+    def abandon(self) -> None:
+        """SIGKILL the run's process group and wait for it: a case that gives up on a run must not leave it holding
+        the tier's lock for the module's next cases (its record stays, for the teardown's restore-tier to undo)."""
+        if group_alive(self.proc.pid):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        wait_for(lambda: not group_alive(self.proc.pid), timeout=60, interval=0.2, what="the run's processes to end")
+
     def wait(self, timeout: float = 900) -> subprocess.CompletedProcess:
-        self.proc.wait(timeout=timeout)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.abandon()
+            raise
         self.reader.join(timeout=30)
         # a Ctrl-C ends ansible-playbook first: let the rest of its process group (helm, a module) end too
         wait_for(lambda: not group_alive(self.proc.pid), timeout=60, interval=0.2, what="the run's processes to end")
@@ -106,12 +119,16 @@ def playbook(twin: Twin, name: str, *args: str, at_step: tuple | None = None) ->
     run = Run(twin, name, *args)
     if at_step:
         step, action = at_step
-        wait_for(
-            lambda: run.proc.poll() is not None or record(twin).get("step") == step,
-            timeout=300,
-            interval=0.2,
-            what=f"step {step}",
-        )
+        try:
+            wait_for(
+                lambda: run.proc.poll() is not None or record(twin).get("step") == step,
+                timeout=300,
+                interval=0.2,
+                what=f"step {step}",
+            )
+        except AssertionError:
+            run.abandon()
+            raise
         action()
     return run.wait()
 
