@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import normalize_name
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name
 
 GIB = 1024**3
 MIB = 1024**2
@@ -40,7 +40,7 @@ class CatalogError(ValueError):
 
 def normalize_tag(name: str) -> str:
     """``phi4-mini`` -> ``phi4-mini:latest``; strips ``registry.ollama.ai/`` and ``library/`` prefixes (Ollama's
-    defaults), then adds the tag as the product does (``ollama_client.normalize_name``, the one normaliser)."""
+    defaults), then adds the tag as the product does (``model_names.normalize_name``, the one normaliser)."""
     name = name.strip()
     for prefix in ("registry.ollama.ai/", "library/"):
         if name.startswith(prefix):

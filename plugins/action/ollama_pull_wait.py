@@ -53,6 +53,7 @@ class ActionModule(ActionBase):
         shown_at = None
         shown = None
         line = None
+        delay = min(0.25, args["poll"])  # doubles up to poll: a job with nothing to pull is seen done at once
         while True:
             status = self._status(args["jid"], async_dir, task_vars)
             if status.get("finished") or (status.get("failed") and not status.get("started")):
@@ -81,4 +82,5 @@ class ActionModule(ActionBase):
                     + (f" (last: {line})" if line else "")
                     + "; raise ollama_pull_timeout or check the network to the registry",
                 )
-            time.sleep(args["poll"])
+            time.sleep(delay)
+            delay = min(delay * 2, args["poll"])

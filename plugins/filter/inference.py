@@ -22,12 +22,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import normalize_name
-
-try:
-    from kubernetes.utils.quantity import parse_quantity
-except ImportError:  # pragma: no cover - kubernetes is a requirement of kubernetes.core as well
-    parse_quantity = None
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name
 
 DOCUMENTATION = r"""
 name: inference
@@ -308,8 +303,7 @@ def detour_plan(tier, tiers, current_models, needed, enabled=True, check=None):
         dict: ``detour`` (the other tier, or None) and ``detour_note`` (what the plan and report say).
     """
     alias = tiers[tier]["alias"]
-    others = sorted(t for t in current_models if t != tier and t in tiers)
-    other = others[0] if others else None
+    other = detour_tier_of(tier, current_models, tiers=tiers)
     if not needed:
         return {"detour": None, "detour_note": f"no detour: nothing about tier {tier} is replaced"}
     if not enabled:
@@ -337,16 +331,13 @@ def plan_detours(plan):
     return {tier: entry["detour"] for tier, entry in (plan or {}).items() if (entry or {}).get("detour")}
 
 
-def detour_tier(current_models, tier):
-    """The tier whose alias is checked for a detour of ``tier``: the first other tier by name, or None."""
-    others = sorted(t for t in current_models if t != tier)
-    return others[0] if others else None
-
-
-def detour_tier_of(tier, current_models, down=()):
-    """The tier that can serve ``tier``'s alias while ``tier``'s runtime does not answer: the first other tier by
-    name that serves a model and is not in ``down``; None when there is none."""
-    others = sorted(t for t in current_models or {} if t != tier and t not in (down or ()))
+def detour_tier_of(tier, current_models, down=(), tiers=None):
+    """The one choice of a detour: the tier that serves ``tier``'s alias while ``tier`` is replaced (the upgrade's
+    plan) or does not answer (the rollback): the first other tier by name that serves a model, is not in ``down``
+    and, when ``tiers`` (``inference_tiers``) is given, is one of them; None when there is none."""
+    others = sorted(
+        t for t in current_models or {} if t != tier and t not in (down or ()) and (tiers is None or t in tiers)
+    )
     return others[0] if others else None
 
 
@@ -579,8 +570,12 @@ def quantity_mib(quantity):
 
     Raises AnsibleFilterError for a value that is not a quantity.
     """
-    if parse_quantity is None:
-        raise AnsibleFilterError("quantity_mib needs the kubernetes Python package (pip install kubernetes)")
+    try:
+        # imported here: importing the kubernetes package takes about 0.4 s, and every task that uses any of
+        # these filters imports this file anew in its worker process
+        from kubernetes.utils.quantity import parse_quantity
+    except ImportError as exc:  # pragma: no cover - kubernetes is a requirement of kubernetes.core as well
+        raise AnsibleFilterError("quantity_mib needs the kubernetes Python package (pip install kubernetes)") from exc
     try:
         return float(parse_quantity(quantity)) / 2**20
     except ValueError as exc:
@@ -624,7 +619,6 @@ class FilterModule:
             "model_requirements": model_requirements,
             "quantity_mib": quantity_mib,
             "detour_plan": detour_plan,
-            "detour_tier": detour_tier,
             "detour_tier_of": detour_tier_of,
             "plan_detours": plan_detours,
             "helm_stuck_fix": helm_stuck_fix,

@@ -27,7 +27,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -35,6 +36,42 @@ from ansible_collections.homelab.inference.plugins.module_utils.openai_client im
 
 PROMPT = "Reply with the single word OK."
 """What the probe asks: short, so a probe request costs the model almost nothing."""
+
+
+def paused_aliases(pause_file: str | None) -> set[str]:
+    """The aliases a probe's pause file names, one per line (empty when there is no file or it cannot be read)."""
+    if not pause_file:
+        return set()
+    try:
+        with open(pause_file, encoding="utf-8") as fh:
+            return set(fh.read().split())
+    except OSError:
+        return set()
+
+
+@contextmanager
+def probe_paused(pause_file: str | None, aliases: list[str]) -> Iterator[None]:
+    """Keep a running probe off ``aliases`` while the ``with`` block runs (for example while a gate measures the
+    latency of the runtime behind them): writes its pause file (atomically), removes it at the end, even when the
+    block raises. Does nothing when ``pause_file`` or ``aliases`` is empty.
+
+    Raises:
+        OSError: the pause file cannot be written.
+    """
+    if not pause_file or not aliases:
+        yield
+        return
+    tmp = f"{pause_file}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(aliases) + "\n")
+    os.replace(tmp, pause_file)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(pause_file)
+        except FileNotFoundError:
+            pass
 
 
 @dataclass

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import same_model
+
 try:
     import httpx
 
@@ -52,36 +54,6 @@ class OllamaError(Exception):
 
 class OllamaTimeout(OllamaError):
     """The request did not complete within the timeout (seconds)."""
-
-
-def normalize_name(name: str) -> str:
-    """Return the canonical Ollama model name: append the ``:latest`` tag when no tag is given.
-
-    ``normalize_name("phi4-mini") == "phi4-mini:latest"``; ``"qwen2.5:14b"`` is unchanged. A namespace or
-    registry host prefix (``library/x``, ``registry.ollama.ai/library/x:1b``) keeps its path; only the last path
-    element is checked for a tag (a ``:port`` in a host is not a tag).
-
-    Args:
-        name (str): model name as a user writes it.
-
-    Returns:
-        str: the name with an explicit tag.
-
-    Raises:
-        ValueError: for an empty name.
-    """
-    name = (name or "").strip()
-    if not name:
-        raise ValueError("model name must not be empty")
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return name + ":latest"
-    return name
-
-
-def same_model(a: str, b: str) -> bool:
-    """True when two model names refer to the same tag after :func:`normalize_name` (``x`` == ``x:latest``)."""
-    return normalize_name(a) == normalize_name(b)
 
 
 def _verify_value(verify: bool | str) -> bool | ssl.SSLContext:

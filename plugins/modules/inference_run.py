@@ -153,6 +153,15 @@ taken_over:
   description: The warning given when another run's expired Lease was taken over (else null).
   returned: always
   type: str
+ansible_facts:
+  description: Facts set for the rest of the play.
+  returned: with O(state=recorded) and O(step)
+  type: complex
+  contains:
+    inference_run_current_step:
+      description: The step this call recorded (the step the run has reached; check mode sets it too).
+      type: str
+      sample: deploy
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -224,6 +233,10 @@ class InferenceRun:
                 if result["taken_over"]:
                     self.module.warn(result["taken_over"])
             elif p["state"] == "recorded":
+                if p["step"]:
+                    # the step reached, as a fact (the caller's failure message names it): only when this call
+                    # succeeds, so a run that cannot renew its lock has not reached the step
+                    result["ansible_facts"] = {"inference_run_current_step": p["step"]}
                 if self.module.check_mode:
                     result["record"] = record
                     return result

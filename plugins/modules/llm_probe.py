@@ -172,7 +172,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import ClientProbe, pid_alive
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import ClientProbe, paused_aliases, pid_alive
 from ansible_collections.homelab.inference.plugins.module_utils.openai_client import (
     HAS_HTTPX,
     OpenAIClient,
@@ -239,13 +239,7 @@ class Probe:
 
     def paused(self, alias: str) -> bool:
         """Whether the pause file names ``alias`` (a gate measures the runtime behind it)."""
-        if not self.params["pause_file"]:
-            return False
-        try:
-            with open(self.params["pause_file"], encoding="utf-8") as fh:
-                return alias in fh.read().split()
-        except OSError:
-            return False
+        return alias in paused_aliases(self.params["pause_file"])
 
     def client(self) -> OpenAIClient:
         """A new connection per request, routed afresh as a new client's: see the module's notes."""

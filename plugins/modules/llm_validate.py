@@ -153,6 +153,20 @@ options:
     description:
       - The run that records the result (kept in RV(record)).
     type: str
+  probe_pause_file:
+    description:
+      - The pause file of a running M(homelab.inference.llm_probe)
+        (its O(homelab.inference.llm_probe#module:pause_file)). While the gate sends requests (warm-up and
+        documents), the file names O(probe_pause_aliases), so the probe's requests do not queue with the gate's on
+        the runtime behind them and skew its latency; the file is removed when the requests end, also on failure.
+        A reused record sends nothing and pauses nothing.
+    type: path
+  probe_pause_aliases:
+    description:
+      - The aliases the probe leaves alone while the gate sends requests (see O(probe_pause_file)).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -305,6 +319,7 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     strip_thinking,
     summarize,
 )
+from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import probe_paused
 from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
     HAS_HTTPX,
     OllamaClient,
@@ -563,6 +578,8 @@ def module_args() -> dict:
         model_digest={"type": "str"},
         model_identity={"type": "raw"},
         run_id={"type": "str"},
+        probe_pause_file={"type": "path"},
+        probe_pause_aliases={"type": "list", "elements": "str", "default": []},
     )
     return argument_spec
 
@@ -642,11 +659,12 @@ class QualityGate:
                     f"{self.params['max_p95_latency']:g} s: timed-out requests count as latency = request_timeout, "
                     "so the p95 check cannot catch them"
                 )
-            cold_start, cold_start_load = self.warm_up()
-            with ThreadPoolExecutor(max_workers=self.params["concurrency"], thread_name_prefix="llm-gate") as pool:
-                results = list(
-                    pool.map(lambda d: classify(self.backend, d, self.params["request_timeout"]), self.sample)
-                )
+            with probe_paused(self.params["probe_pause_file"], self.params["probe_pause_aliases"]):
+                cold_start, cold_start_load = self.warm_up()
+                with ThreadPoolExecutor(max_workers=self.params["concurrency"], thread_name_prefix="llm-gate") as pool:
+                    results = list(
+                        pool.map(lambda d: classify(self.backend, d, self.params["request_timeout"]), self.sample)
+                    )
         finally:
             self.backend.close()
         self.judge(metrics_of(results, cold_start, cold_start_load), results)

@@ -158,12 +158,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import pid_alive
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name, same_model
 from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
     OllamaError,
     client_from_module,
-    normalize_name,
     ollama_argument_spec,
-    same_model,
 )
 
 

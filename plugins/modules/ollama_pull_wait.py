@@ -20,6 +20,7 @@ description:
   - When the job finishes, returns the pull's own result (C(changed), C(digest) ...) and removes the job's status
     file.
   - This is an action plugin; it runs on the controller.
+version_added: "0.1.0"
 author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
   - homelab.inference.attributes
@@ -46,7 +47,8 @@ options:
     default: 7200
   poll:
     description:
-      - Seconds between two status checks.
+      - Seconds between two status checks at most. The first checks come sooner (0.25 s, then doubling up to
+        O(poll)), so a pull with nothing to do (the model is there) ends within a moment.
     type: float
     default: 5
   show_every:

@@ -8,11 +8,8 @@ import time
 
 import httpx
 import pytest
-from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
-    OllamaClient,
-    OllamaError,
-    normalize_name,
-)
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name
+from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import OllamaClient, OllamaError
 
 from lab.ollama import OllamaEmulator
 from lab.ollama.server import parse_go_duration, parse_keep_alive

@@ -7,7 +7,6 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.homelab.inference.plugins.filter.inference import (
     detour_plan,
-    detour_tier,
     detour_tier_of,
     gate_reuse,
     helm_stuck_fix,
@@ -181,7 +180,9 @@ def test_no_detour_says_why(needed, enabled, now, check, why):
 
 def test_plan_detours_and_detour_tier():
     assert plan_detours({"ollama": {"detour": "vllm"}, "vllm": {"detour": None}, "x": {}}) == {"ollama": "vllm"}
-    assert detour_tier(NOW, "vllm") == "ollama" and detour_tier({"vllm": "m"}, "vllm") is None
+    assert detour_tier_of("vllm", NOW) == "ollama" and detour_tier_of("vllm", {"vllm": "m"}) is None
+    # a tier the pins file still names but the inventory no longer defines is no detour
+    assert detour_tier_of("vllm", {"vllm": "m", "gone": "x"}, tiers={"vllm": {}}) is None
 
 
 def test_helm_stuck_fix_rolls_back_to_the_newest_good_revision():
