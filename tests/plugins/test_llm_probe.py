@@ -17,6 +17,8 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import
 )
 from ansible_collections.homelab.inference.plugins.module_utils.openai_client import OpenAIClient
 
+from tests.twin import wait_for
+
 
 def test_summary_counts_failures_and_the_longest_gap():
     t0 = 1_000_000.0
@@ -113,11 +115,16 @@ def test_the_probe_sees_an_outage_and_its_end(proxy, tmp_path):
     )
     runner = threading.Thread(target=lambda: setattr(probe, "result", probe.run()))
     runner.start()
-    time.sleep(0.3)
+    # the outage lasts until the probe saw 5 failures and ends when it saw an answer again: waits on what the probe
+    # recorded, not on sleeps, so a busy machine only makes the test slower
+    wait_for(lambda: sum(e.ok for e in probe.events if e.alias == "flaky") >= 2, timeout=30, interval=0.02)
     proxy.down.set()
-    time.sleep(0.5)
+    failed = wait_for(lambda: [e for e in probe.events if e.alias == "flaky" and not e.ok][4:], 30, 0.02, "failures")
     proxy.down.clear()
-    time.sleep(0.3)
+    answered = wait_for(
+        lambda: [e for e in probe.events if e.alias == "flaky" and e.ok and e.start > failed[-1].start], 30, 0.02
+    )
+    wait_for(lambda: sum(e.ok for e in probe.events if e.alias == "up") >= 10, timeout=30, interval=0.02)
     stop.touch()
     runner.join(timeout=10)
     assert not runner.is_alive()
@@ -126,7 +133,10 @@ def test_the_probe_sees_an_outage_and_its_end(proxy, tmp_path):
     assert got["aliases"]["up"]["failed"] == 0 and got["aliases"]["up"]["requests"] >= 10
     flaky = got["aliases"]["flaky"]
     assert flaky["failed"] >= 5
-    assert 0.45 <= flaky["longest_gap_s"] < 2.0
+    # the gap: from the start of the first failed request to the end of the first answer after the failures
+    first_failed = min(e.start for e in probe.events if e.alias == "flaky" and not e.ok)
+    gap = answered[0].start + answered[0].duration - first_failed
+    assert flaky["longest_gap_s"] == pytest.approx(gap, abs=0.05) and gap > failed[-1].start - first_failed
     assert "all deployments failed" in flaky["errors"][0]["message"]
     rescued = got["aliases"]["rescued"]
     assert rescued["failed"] == 0 and rescued["fallbacks"] == rescued["requests"] > 0
@@ -138,7 +148,14 @@ def test_the_probe_sees_an_outage_and_its_end(proxy, tmp_path):
 
 def test_a_paused_alias_is_not_requested_and_the_pause_is_reported(proxy, tmp_path):
     base = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
-    pause = threading.Event()
+    pause, seen_paused = threading.Event(), threading.Event()
+
+    def paused(alias):
+        if alias == "flaky" and pause.is_set():
+            seen_paused.set()  # the alias's thread is waiting now: it sends nothing until the pause ends
+            return True
+        return False
+
     probe = ClientProbe(
         lambda: OpenAIClient(base, timeout=5),
         ["up", "flaky"],
@@ -146,24 +163,36 @@ def test_a_paused_alias_is_not_requested_and_the_pause_is_reported(proxy, tmp_pa
         timeout=5,
         max_tokens=4,
         should_stop=lambda: "done" if getattr(probe, "finish", False) else None,
-        paused=lambda alias: alias == "flaky" and pause.is_set(),
+        paused=paused,
     )
     runner = threading.Thread(target=lambda: setattr(probe, "result", probe.run()))
     runner.start()
-    time.sleep(0.2)
+    wait_for(lambda: sum(e.ok for e in probe.events if e.alias == "flaky") >= 2, timeout=30, interval=0.02)
+    paused_at = time.monotonic()
     pause.set()
-    time.sleep(0.1)  # a request already sent may finish
+    # a request already sent may finish; then nothing more may reach "flaky" (a gate would be measuring now)
+    wait_for(seen_paused.is_set, 30, 0.02, "the probe to see the pause")
+    wait_for(
+        lambda: sum(1 for b in proxy.bodies if b["model"] == "flaky") == sum(e.alias == "flaky" for e in probe.events),
+        30,
+        0.02,
+        "the request in flight",
+    )
     sent = sum(1 for b in proxy.bodies if b["model"] == "flaky")
-    proxy.down.set()  # a gate would be measuring now: nothing may reach "flaky"
-    time.sleep(0.5)
+    proxy.down.set()
+    up_before = sum(1 for e in probe.events if e.alias == "up")
+    wait_for(lambda: sum(1 for e in probe.events if e.alias == "up") >= up_before + 5, 30, 0.02, "up requests")
     assert sum(1 for b in proxy.bodies if b["model"] == "flaky") == sent
     pause.clear()
+    paused_for = time.monotonic() - paused_at
     proxy.down.clear()
-    time.sleep(0.2)
+    wait_for(lambda: sum(1 for b in proxy.bodies if b["model"] == "flaky") > sent, 30, 0.02, "flaky resumed")
     probe.finish = True
     runner.join(timeout=10)
     got = probe.result["aliases"]
-    assert got["flaky"]["failed"] == 0 and 0.4 <= got["flaky"]["paused_s"] < 1.5
+    # the probe counts the pause from when its thread saw it to when it saw the end: within the time the test
+    # held it, and more than nothing
+    assert got["flaky"]["failed"] == 0 and 0 < got["flaky"]["paused_s"] <= paused_for + 0.1
     assert got["up"]["paused_s"] == 0.0
     assert "flaky: 0 of" in probe.result["summary"] and "paused" in probe.result["summary"]
 
