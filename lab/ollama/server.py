@@ -628,7 +628,9 @@ def _stats(answer: Answer | None, started: float, load_s: float, scale: float) -
     return stats
 
 
-async def _infer(request: web.Request, req: _Request, endpoint: str) -> web.StreamResponse:
+async def _infer(  # noqa: C901 - Ollama's load, stream and error paths of one request, in its order
+    request: web.Request, req: _Request, endpoint: str
+) -> web.StreamResponse:
     """Run one chat/generate request: queue, load, answer (streamed or not)."""
     emu = request.app[EMULATOR_KEY]
     started = time.monotonic()

@@ -117,7 +117,9 @@ async def _params(request: web.Request) -> dict[str, str]:
     return params
 
 
-def _parse_value(name: str, raw: str, kind: str, minimum: int | None, maximum: int | None) -> Any:
+def _parse_value(  # noqa: C901 - one branch per Proxmox parameter type and its bounds
+    name: str, raw: str, kind: str, minimum: int | None, maximum: int | None
+) -> Any:
     if kind == "integer":
         if not re.fullmatch(r"-?\d+", raw.strip()):
             raise ValueError(f"type check ('integer') failed - got '{raw}'")
@@ -147,7 +149,9 @@ def _id_list(raw: str) -> list[str]:
     return [item for item in re.split(r"[,;\s]+", raw.strip()) if item]
 
 
-def _parse_config_put(params: dict[str, str]) -> tuple[dict[str, Any], list[str], list[str], str | None]:
+def _parse_config_put(  # noqa: C901 - the checks of PUT /lxc/{vmid}/config, in Proxmox's order
+    params: dict[str, str],
+) -> tuple[dict[str, Any], list[str], list[str], str | None]:
     """Validate a config PUT like PVE::JSONSchema does; raise 400 with all parameter errors at once."""
     errors: dict[str, str] = {}
     changes: dict[str, Any] = {}

@@ -329,7 +329,9 @@ class ProxmoxHost:
 
     # -- config updates --------------------------------------------------------------------------------------
 
-    def update_config(self, ct: Container, changes: dict[str, Any], delete: list[str], revert: list[str]) -> None:
+    def update_config(  # noqa: C901 - Proxmox's hot-plug rules per option (memory, swap, cores, pending)
+        self, ct: Container, changes: dict[str, Any], delete: list[str], revert: list[str]
+    ) -> None:
         """Apply a validated ``PUT .../config`` (synchronous, as pve-container does for LXC).
 
         Stopped container: values are written directly. Running container: memory/swap/cores hot-apply; a memory

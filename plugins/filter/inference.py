@@ -105,14 +105,20 @@ def model_name_problem(name, runtime="ollama"):
     name = str(name if name is not None else "")
     if not name.strip():
         return "the model name is empty"
-    if runtime == "vllm":
-        parts = name.split("/")
-        if len(parts) > 2 or not all(_HF_PART.fullmatch(p) for p in parts) or "--" in name or ".." in name:
-            return (
-                f"{shown(name)} is not a Hugging Face model id: use owner/name with letters, digits, '-', '_' and '.' "
-                "(e.g. Qwen/Qwen3-8B-AWQ)"
-            )
-        return ""
+    return _vllm_name_problem(name) if runtime == "vllm" else _ollama_name_problem(name)
+
+
+def _vllm_name_problem(name):
+    parts = name.split("/")
+    if len(parts) > 2 or not all(_HF_PART.fullmatch(p) for p in parts) or "--" in name or ".." in name:
+        return (
+            f"{shown(name)} is not a Hugging Face model id: use owner/name with letters, digits, '-', '_' and '.' "
+            "(e.g. Qwen/Qwen3-8B-AWQ)"
+        )
+    return ""
+
+
+def _ollama_name_problem(name):
     base, _colon, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
     parts = base.split("/")
     if len(parts) > 3:
@@ -393,29 +399,34 @@ def pod_problems(pods, logs=None, max_log_lines=5):
         scheduled = conditions.get("PodScheduled") or {}
         if scheduled.get("status") == "False":
             parts.append(f"not scheduled: {scheduled.get('message') or scheduled.get('reason') or '?'}")
-        for c in status.get("containerStatuses") or []:
-            state, last = c.get("state") or {}, c.get("lastState") or {}
-            text = f"container {c.get('name')}"
-            if "waiting" in state:
-                w = state["waiting"]
-                text += f" {w.get('reason') or 'waiting'}" + (f": {w['message']}" if w.get("message") else "")
-            elif "terminated" in state:
-                t = state["terminated"]
-                text += f" terminated, exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
-            elif "running" in state:
-                text += " running, not ready"
-            if "terminated" in last:
-                t = last["terminated"]
-                text += f", last exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
-            if c.get("restartCount"):
-                text += f", {c['restartCount']} restarts"
-            parts.append(text)
+        parts.extend(_container_problem(c) for c in status.get("containerStatuses") or [])
         if by_name.get(meta.get("name")):
             parts.append("log: " + " | ".join(str(line).strip() for line in by_name[meta.get("name")]))
         if not parts:
             parts.append(f"phase {status.get('phase') or '?'}")
         out.append(f"{where}: " + "; ".join(parts))
     return ". ".join(out)
+
+
+def _container_problem(c):
+    """One container's state as ``kubectl describe`` shows it: ``container vllm CrashLoopBackOff, last exit code 1
+    (Error), 3 restarts``."""
+    state, last = c.get("state") or {}, c.get("lastState") or {}
+    text = f"container {c.get('name')}"
+    if "waiting" in state:
+        w = state["waiting"]
+        text += f" {w.get('reason') or 'waiting'}" + (f": {w['message']}" if w.get("message") else "")
+    elif "terminated" in state:
+        t = state["terminated"]
+        text += f" terminated, exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
+    elif "running" in state:
+        text += " running, not ready"
+    if "terminated" in last:
+        t = last["terminated"]
+        text += f", last exit code {t.get('exitCode')} ({t.get('reason') or '?'})"
+    if c.get("restartCount"):
+        text += f", {c['restartCount']} restarts"
+    return text
 
 
 def node_states(nodes, names=None):
@@ -512,6 +523,75 @@ def _routes_of(snapshot):
     return litellm_routes(((snapshot or {}).get("litellm_config") or {}).get("config.yaml") or "")
 
 
+def _expected_state(record):
+    """What the last finished run left, from its record: tier -> model, vmid -> LXC memory (MiB), alias -> the
+    model LiteLLM routes it to. The state recorded before the run's first change, with a succeeded run's target
+    applied."""
+    before, plan = record.get("snapshot") or {}, record.get("plan") or {}
+    models = dict(before.get("tier_models") or {})
+    lxc = {str(k): (v or {}).get("memory") for k, v in (before.get("lxc") or {}).items()}
+    routes = _routes_of(before)
+    if record.get("status") == "succeeded":
+        for tier, entry in plan.items():
+            models[tier] = entry.get("model")
+            if entry.get("alias"):
+                routes[entry["alias"]] = entry.get("served_model") or entry.get("model")
+            if entry.get("vmid") and entry.get("lxc_memory_target_mib"):
+                lxc[str(entry["vmid"])] = int(entry["lxc_memory_target_mib"])
+    return models, lxc, routes
+
+
+def _cordoned_drift(before, snapshot):
+    out = []
+    for name, node in sorted((snapshot.get("nodes") or {}).items()):
+        was = (before.get("nodes") or {}).get(name, {"unschedulable": False})
+        if node.get("unschedulable") and not was.get("unschedulable"):
+            out.append(f"node {name} is cordoned")
+    return out
+
+
+def _lxc_drift(expected_lxc, snapshot):
+    out = []
+    lxc_now = snapshot.get("lxc") or {}
+    for vmid, memory in sorted(expected_lxc.items()):
+        now = (lxc_now.get(vmid) or lxc_now.get(int(vmid)) or {}).get("memory")
+        if memory is not None and now is not None and int(now) != int(memory):
+            out.append(f"LXC {vmid} has {now} MiB, not {memory}")
+    return out
+
+
+def _release_drift(snapshot):
+    return [
+        f"Helm release {release} is {info.get('status')} (revision {info.get('revision')})"
+        for release, info in sorted((snapshot.get("releases") or {}).items())
+        if info and info.get("status") not in (None, "deployed")
+    ]
+
+
+def _route_drift(expected_routes, plan, snapshot):
+    routes = _routes_of(snapshot)
+    if not routes:
+        return []
+    aliases = {e.get("alias") for e in plan.values()}
+    return [
+        f"LiteLLM routes {alias} to {routes.get(alias)}, not {model}"
+        for alias, model in sorted(expected_routes.items())
+        if routes.get(alias) != model and alias in aliases
+    ]
+
+
+def _model_drift(expected_models, plan, snapshot):
+    out = []
+    present = snapshot.get("models") or {}
+    for tier, entry in sorted(plan.items()):
+        if entry.get("runtime") != "ollama" or tier not in present:
+            continue
+        wanted = ollama_tag(expected_models.get(tier) or entry.get("model"))
+        if wanted not in present[tier]:
+            out.append(f"Ollama of tier {tier} does not have {wanted}")
+    return out
+
+
 def state_drift(record, snapshot):
     """How ``snapshot`` (the state now, ``inference_snapshot``'s) differs from what the last finished run left,
     as sentences; ``[]`` when it does not, or when there is no finished run to compare with.
@@ -526,43 +606,18 @@ def state_drift(record, snapshot):
         snapshot (dict): the state now.
     """
     record, snapshot = record or {}, snapshot or {}
-    status, before = record.get("status"), record.get("snapshot")
-    if status not in ("succeeded", "rolled back", "restored") or not before:
+    before = record.get("snapshot")
+    if record.get("status") not in ("succeeded", "rolled back", "restored") or not before:
         return []
     plan = record.get("plan") or {}
-    expected_models = dict(before.get("tier_models") or {})
-    expected_lxc = {str(k): (v or {}).get("memory") for k, v in (before.get("lxc") or {}).items()}
-    expected_routes = _routes_of(before)
-    if status == "succeeded":
-        for tier, entry in plan.items():
-            expected_models[tier] = entry.get("model")
-            if entry.get("alias"):
-                expected_routes[entry["alias"]] = entry.get("served_model") or entry.get("model")
-            if entry.get("vmid") and entry.get("lxc_memory_target_mib"):
-                expected_lxc[str(entry["vmid"])] = int(entry["lxc_memory_target_mib"])
-    drift = []
-    for name, node in sorted((snapshot.get("nodes") or {}).items()):
-        was = (before.get("nodes") or {}).get(name, {"unschedulable": False})
-        if node.get("unschedulable") and not was.get("unschedulable"):
-            drift.append(f"node {name} is cordoned")
-    for vmid, memory in sorted(expected_lxc.items()):
-        now = ((snapshot.get("lxc") or {}).get(vmid) or (snapshot.get("lxc") or {}).get(int(vmid)) or {}).get("memory")
-        if memory is not None and now is not None and int(now) != int(memory):
-            drift.append(f"LXC {vmid} has {now} MiB, not {memory}")
-    for release, info in sorted((snapshot.get("releases") or {}).items()):
-        if info and info.get("status") not in (None, "deployed"):
-            drift.append(f"Helm release {release} is {info.get('status')} (revision {info.get('revision')})")
-    routes = _routes_of(snapshot)
-    for alias, model in sorted(expected_routes.items()):
-        if routes and routes.get(alias) != model and alias in {e.get("alias") for e in plan.values()}:
-            drift.append(f"LiteLLM routes {alias} to {routes.get(alias)}, not {model}")
-    for tier, entry in sorted(plan.items()):
-        if entry.get("runtime") != "ollama" or tier not in (snapshot.get("models") or {}):
-            continue
-        wanted = ollama_tag(expected_models.get(tier) or entry.get("model"))
-        if wanted not in snapshot["models"][tier]:
-            drift.append(f"Ollama of tier {tier} does not have {wanted}")
-    return drift
+    models, lxc, routes = _expected_state(record)
+    return (
+        _cordoned_drift(before, snapshot)
+        + _lxc_drift(lxc, snapshot)
+        + _release_drift(snapshot)
+        + _route_drift(routes, plan, snapshot)
+        + _model_drift(models, plan, snapshot)
+    )
 
 
 def quantity_mib(quantity):

@@ -285,18 +285,21 @@ def parse_answer(answer: str) -> tuple[dict | None, str | None]:
     missing = [key for key in REQUIRED_FIELDS if key not in obj]
     if missing:
         return obj, f"missing key(s): {', '.join(missing)}"
-    problems = []
-    if not isinstance(obj["title"], str) or not obj["title"].strip():
-        problems.append("title must be a non-empty string")
-    if not isinstance(obj["correspondent"], str):
-        problems.append("correspondent must be a string")
-    if not isinstance(obj["document_type"], str) or not obj["document_type"].strip():
-        problems.append("document_type must be a non-empty string")
-    if not isinstance(obj["tags"], list) or not all(isinstance(t, str) for t in obj["tags"]):
-        problems.append("tags must be a list of strings")
-    if problems:
-        return obj, "; ".join(problems)
-    return obj, None
+    problems = [problem for key, (ok, problem) in _FIELD_CHECKS.items() if not ok(obj[key])]
+    return obj, "; ".join(problems) if problems else None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+# field -> (check of its value, what a failing value is told)
+_FIELD_CHECKS = {
+    "title": (_text, "title must be a non-empty string"),
+    "correspondent": (lambda v: isinstance(v, str), "correspondent must be a string"),
+    "document_type": (_text, "document_type must be a non-empty string"),
+    "tags": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "tags must be a list of strings"),
+}
 
 
 def normalize_type(value: Any) -> str | None:

@@ -75,6 +75,66 @@ def _error_text(response: httpx.Response) -> str:
     return text or response.reason_phrase or f"HTTP {response.status_code}"
 
 
+def _stream_items(response, model: str):
+    """The objects of an NDJSON pull stream, one per non-empty line; raises OllamaError for a broken line, a line
+    that is not an object, or an ``{"error": ...}`` line (Ollama reports failures inside a 200 stream)."""
+    for raw in response.iter_lines():
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise OllamaError(f"invalid line in pull stream: {line[:200]!r}", model=model) from exc
+        if not isinstance(item, dict):
+            raise OllamaError(f"unexpected line in pull stream: {line[:200]!r}", model=model)
+        if item.get("error"):
+            raise OllamaError(str(item["error"]), model=model)
+        yield item
+
+
+class _PullTally:
+    """What a pull stream said so far: the layers (digest -> total bytes, bytes done at the first and the last
+    line that named it), the distinct statuses in order, and whether it said ``success``."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, int] = {}
+        self.first: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.statuses: list[str] = []
+        self.success = False
+
+    def add(self, item: dict) -> None:
+        status = str(item.get("status", ""))
+        if status and status not in self.statuses:
+            self.statuses.append(status)
+        digest = item.get("digest")
+        if digest and item.get("total") is not None:
+            self.total[digest] = int(item["total"])
+            done = int(item.get("completed") or 0)
+            self.first.setdefault(digest, done)
+            self.done[digest] = max(done, self.done.get(digest, 0))
+        if status == "success":
+            self.success = True
+
+    def progress(self, item: dict) -> dict:
+        """``item`` plus ``total_bytes``/``completed_bytes`` over all layers seen so far and ``percent``."""
+        total, completed = sum(self.total.values()), sum(self.done.values())
+        percent = round(100.0 * completed / total, 1) if total else 0.0
+        return dict(item, total_bytes=total, completed_bytes=completed, percent=100.0 if self.success else percent)
+
+    def result(self) -> dict:
+        return {
+            "status": "success",
+            "digest": max(self.total, key=lambda d: self.total[d]) if self.total else None,
+            "total": sum(self.total.values()),
+            "completed": sum(self.done.values()),
+            "bytes_pulled": sum(self.done[d] - self.first[d] for d in self.done),
+            "layers": self.total,
+            "statuses": self.statuses,
+        }
+
+
 class OllamaClient:
     """Client for one Ollama server.
 
@@ -235,11 +295,7 @@ class OllamaClient:
         body: dict[str, Any] = {"model": model, "stream": True}
         if insecure:
             body["insecure"] = True
-        layers_total: dict[str, int] = {}
-        layers_first: dict[str, int] = {}
-        layers_done: dict[str, int] = {}
-        statuses: list[str] = []
-        success = False
+        tally = _PullTally()
         started = time.monotonic()
         kwargs: dict[str, Any] = {"json": body}
         if timeout is not None:
@@ -249,59 +305,20 @@ class OllamaClient:
                 if response.status_code >= 400:
                     response.read()
                     raise OllamaError(_error_text(response), status=response.status_code, model=model)
-                for raw in response.iter_lines():
-                    line = raw.strip()
-                    if not line:
-                        continue
-                    try:
-                        item = json.loads(line)
-                    except ValueError as exc:
-                        raise OllamaError(f"invalid line in pull stream: {line[:200]!r}", model=model) from exc
-                    if not isinstance(item, dict):
-                        raise OllamaError(f"unexpected line in pull stream: {line[:200]!r}", model=model)
-                    if item.get("error"):
-                        raise OllamaError(str(item["error"]), model=model)
-                    status = str(item.get("status", ""))
-                    if status and status not in statuses:
-                        statuses.append(status)
-                    digest = item.get("digest")
-                    if digest and item.get("total") is not None:
-                        layers_total[digest] = int(item["total"])
-                        done = int(item.get("completed") or 0)
-                        layers_first.setdefault(digest, done)
-                        layers_done[digest] = max(done, layers_done.get(digest, 0))
-                    if status == "success":
-                        success = True
+                for item in _stream_items(response, model):
+                    tally.add(item)
                     if on_progress is not None:
-                        total_bytes = sum(layers_total.values())
-                        completed_bytes = sum(layers_done.values())
-                        progress = dict(item)
-                        progress["total_bytes"] = total_bytes
-                        progress["completed_bytes"] = completed_bytes
-                        progress["percent"] = round(100.0 * completed_bytes / total_bytes, 1) if total_bytes else 0.0
-                        if success:
-                            progress["percent"] = 100.0
-                        on_progress(progress)
+                        on_progress(tally.progress(item))
         except httpx.TimeoutException as exc:
             limit = timeout if timeout is not None else self.timeout
             raise OllamaTimeout(f"pull of {model} stalled for more than {limit} s", model=model) from exc
         except httpx.HTTPError as exc:
             raise OllamaError(f"pull of {model} failed: {exc}", model=model) from exc
-        if not success:
-            raise OllamaError(f"pull of {model} ended without 'success' (last status: {statuses[-1:]})", model=model)
-        total = sum(layers_total.values())
-        main_digest = max(layers_total, key=lambda d: layers_total[d]) if layers_total else None
-        return {
-            "status": "success",
-            "model": model,
-            "digest": main_digest,
-            "total": total,
-            "completed": sum(layers_done.values()),
-            "bytes_pulled": sum(layers_done[d] - layers_first[d] for d in layers_done),
-            "layers": layers_total,
-            "duration": round(time.monotonic() - started, 3),
-            "statuses": statuses,
-        }
+        if not tally.success:
+            raise OllamaError(
+                f"pull of {model} ended without 'success' (last status: {tally.statuses[-1:]})", model=model
+            )
+        return dict(tally.result(), model=model, duration=round(time.monotonic() - started, 3))
 
     def chat(
         self,

@@ -218,40 +218,9 @@ class InferenceRun:
         result["taken_over"] = None
         try:
             record = self.lock.read_record() or {}
-            if p["state"] == "acquired":
-                result["unfinished"] = unfinished(record, p["run_id"])
-                if self.module.check_mode:
-                    lease = self.lock.read_lease()
-                    info = self.lock.describe(lease) if lease is not None else {}
-                    if info and info["holder"] != self.holder and not info["expired"]:
-                        self.lock.refuse(lease)
-                    result.update(lease=info, record=record)
-                    return result
-                result["lease"], result["taken_over"] = self.lock.acquire(self.holder, p["duration"])
-                result["changed"] = True
-                result["record"] = record
-                if result["taken_over"]:
-                    self.module.warn(result["taken_over"])
-            elif p["state"] == "recorded":
-                if p["step"]:
-                    # the step reached, as a fact (the caller's failure message names it): only when this call
-                    # succeeds, so a run that cannot renew its lock has not reached the step
-                    result["ansible_facts"] = {"inference_run_current_step": p["step"]}
-                if self.module.check_mode:
-                    result["record"] = record
-                    return result
-                result["lease"] = self.lock.renew(self.holder, p["duration"])
-                result["record"] = self._write(record)
-                result["changed"] = True
-            else:
-                if self.module.check_mode:
-                    result["record"] = record
-                    return result
-                if p["status"] and record.get("run_id") == p["run_id"]:
-                    result["record"] = self._write(record)
-                else:
-                    result["record"] = record
-                result["changed"] = self.lock.release(self.holder)
+            result["record"] = record
+            step = {"acquired": self._acquire, "recorded": self._record, "released": self._release}[p["state"]]
+            step(record, result)
         except RunLockError as exc:
             self.module.fail_json(msg=str(exc), **result)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -260,6 +229,41 @@ class InferenceRun:
         finally:
             self.lock.close()
         return result
+
+    def _acquire(self, record: dict, result: dict) -> None:
+        p = self.module.params
+        result["unfinished"] = unfinished(record, p["run_id"])
+        if self.module.check_mode:
+            lease = self.lock.read_lease()
+            info = self.lock.describe(lease) if lease is not None else {}
+            if info and info["holder"] != self.holder and not info["expired"]:
+                self.lock.refuse(lease)
+            result["lease"] = info
+            return
+        result["lease"], result["taken_over"] = self.lock.acquire(self.holder, p["duration"])
+        result["changed"] = True
+        if result["taken_over"]:
+            self.module.warn(result["taken_over"])
+
+    def _record(self, record: dict, result: dict) -> None:
+        p = self.module.params
+        if p["step"]:
+            # the step reached, as a fact (the caller's failure message names it): only when this call succeeds,
+            # so a run that cannot renew its lock has not reached the step
+            result["ansible_facts"] = {"inference_run_current_step": p["step"]}
+        if self.module.check_mode:
+            return
+        result["lease"] = self.lock.renew(self.holder, p["duration"])
+        result["record"] = self._write(record)
+        result["changed"] = True
+
+    def _release(self, record: dict, result: dict) -> None:
+        p = self.module.params
+        if self.module.check_mode:
+            return
+        if p["status"] and record.get("run_id") == p["run_id"]:
+            result["record"] = self._write(record)
+        result["changed"] = self.lock.release(self.holder)
 
     def _write(self, record: dict) -> dict:
         p = self.module.params

@@ -237,7 +237,7 @@ def names(models):
     return sorted(entry.get("name") or entry.get("model") for entry in models)
 
 
-def main():
+def module_args() -> dict:
     argument_spec = ollama_argument_spec()
     argument_spec.update(
         name={"type": "str", "required": True, "aliases": ["model"]},
@@ -245,78 +245,102 @@ def main():
         progress_file={"type": "path"},
         stop_with_pid={"type": "int"},
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    state = module.params["state"]
-    try:
-        name = normalize_name(module.params["name"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    progress = ProgressFile(module.params["progress_file"], name) if module.params["progress_file"] else None
-    client = client_from_module(module)
+    return argument_spec
 
-    try:
-        before_models = client.tags()
-    except OllamaError as exc:
-        module.fail_json(msg=f"cannot list the models of {client.base_url}: {exc}", name=name, error=exc.message)
-    entry = find(before_models, name)
-    before = names(before_models)
 
-    changed = (entry is None) if state == "present" else (entry is not None)
-    if state == "present":
-        after = sorted(set(before) | {name}) if changed else before
-    else:
-        after = [n for n in before if not same_model(n, name)]
-    result = {
-        "changed": changed,
-        "name": name,
-        "digest": entry.get("digest") if entry and state == "present" else None,
-        "size": entry.get("size") if entry and state == "present" else None,
-        "bytes_pulled": 0,
-        "duration": 0.0,
-        "models": after,
-    }
-    if module._diff:
-        result["diff"] = {
-            "before_header": f"{client.base_url} models",
-            "after_header": f"{client.base_url} models",
-            "before": "".join(n + "\n" for n in before),
-            "after": "".join(n + "\n" for n in after),
+class OllamaModel:
+    """One call of the module: compare with ``/api/tags``, then pull or delete, then read ``/api/tags`` again."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.state = module.params["state"]
+        try:
+            self.name = normalize_name(module.params["name"])
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        path = module.params["progress_file"]
+        self.progress = ProgressFile(path, self.name) if path else None
+        self.client = client_from_module(module)
+
+    def run(self) -> dict:
+        result, before = self._plan()
+        if self.module.check_mode:
+            return result
+        if not result["changed"]:
+            if self.progress is not None:
+                size = result["size"] or 0
+                self.progress.write(force=True, status=self.state, completed=size, total=size, percent=100.0, done=True)
+            return result
+        started = time.monotonic()
+        if self.state == "present":
+            result["bytes_pulled"] = self._pull(before)
+        else:
+            result["changed"] = self._remove()
+        result["duration"] = round(time.monotonic() - started, 3)
+        self._read_after(result)
+        return result
+
+    def _tags(self, what: str) -> list:
+        try:
+            return self.client.tags()
+        except OllamaError as exc:
+            self.module.fail_json(msg=f"cannot list the models {what}: {exc}", name=self.name, error=exc.message)
+
+    def _plan(self) -> tuple[dict, list]:
+        """The result before any change (what check mode returns) and the models present now."""
+        before_models = self._tags(f"of {self.client.base_url}")
+        entry = find(before_models, self.name)
+        before = names(before_models)
+        present = self.state == "present"
+        changed = (entry is None) if present else (entry is not None)
+        if present:
+            after = sorted(set(before) | {self.name}) if changed else before
+        else:
+            after = [n for n in before if not same_model(n, self.name)]
+        result = {
+            "changed": changed,
+            "name": self.name,
+            "digest": entry.get("digest") if entry and present else None,
+            "size": entry.get("size") if entry and present else None,
+            "bytes_pulled": 0,
+            "duration": 0.0,
+            "models": after,
         }
+        if self.module._diff:
+            header = f"{self.client.base_url} models"
+            result["diff"] = {
+                "before_header": header,
+                "after_header": header,
+                "before": "".join(n + "\n" for n in before),
+                "after": "".join(n + "\n" for n in after),
+            }
+        return result, before
 
-    if module.check_mode:
-        module.exit_json(**result)
-    if not changed:
-        if progress is not None:
-            status = "present" if state == "present" else "absent"
-            size = result["size"] or 0
-            progress.write(force=True, status=status, completed=size, total=size, percent=100.0, done=True)
-        module.exit_json(**result)
-
-    started = time.monotonic()
-    if state == "present":
+    def _pull(self, before: list) -> int:
+        """Pull the model (bytes actually transferred); the pull stops when the run's controller is gone."""
+        progress = self.progress
         if progress is not None:
             progress.write(force=True, status="pulling manifest")
-        if module.params["stop_with_pid"]:
+        if self.module.params["stop_with_pid"]:
 
             def controller_gone():
                 if progress is not None:
                     progress.write(force=True, status="stopped", error="the run's controller is gone", done=True)
                 os._exit(3)  # closes the connection: Ollama cancels the pull
 
-            stop_with(module.params["stop_with_pid"], controller_gone)
+            stop_with(self.module.params["stop_with_pid"], controller_gone)
         try:
-            pulled = client.pull(name, on_progress=progress.on_progress if progress else None)
+            pulled = self.client.pull(self.name, on_progress=progress.on_progress if progress else None)
         except OllamaError as exc:
             if progress is not None:
                 progress.write(force=True, status="error", error=exc.message, done=True)
-            module.fail_json(
-                msg=f"pulling {name} from {client.base_url} failed: {exc.message}",
-                name=name,
+            self.module.fail_json(
+                msg=f"pulling {self.name} from {self.client.base_url} failed: {exc.message}",
+                name=self.name,
                 error=exc.message,
                 status=exc.status,
                 models=before,
             )
-        result["bytes_pulled"] = pulled["bytes_pulled"]
         if progress is not None:
             progress.write(
                 force=True,
@@ -326,29 +350,39 @@ def main():
                 percent=100.0,
                 done=True,
             )
-    else:
-        try:
-            client.delete(name)
-        except OllamaError as exc:
-            if exc.status != 404:  # gone meanwhile: nothing left to do
-                module.fail_json(msg=f"removing {name} failed: {exc.message}", name=name, error=exc.message)
-            result["changed"] = False
-        if progress is not None:
-            progress.write(force=True, status="absent", done=True)
-    result["duration"] = round(time.monotonic() - started, 3)
+        return pulled["bytes_pulled"]
 
-    try:
-        after_models = client.tags()
-    except OllamaError as exc:
-        module.fail_json(msg=f"cannot list the models after the change: {exc}", name=name, error=exc.message)
-    entry = find(after_models, name)
-    if state == "present" and entry is None:
-        module.fail_json(msg=f"pull of {name} reported success but the model is not in /api/tags", name=name)
-    result["models"] = names(after_models)
-    if entry is not None and state == "present":
-        result["digest"] = entry.get("digest")
-        result["size"] = entry.get("size")
-    module.exit_json(**result)
+    def _remove(self) -> bool:
+        """Delete the model; False when it was gone meanwhile (nothing left to do)."""
+        removed = True
+        try:
+            self.client.delete(self.name)
+        except OllamaError as exc:
+            if exc.status != 404:
+                self.module.fail_json(
+                    msg=f"removing {self.name} failed: {exc.message}", name=self.name, error=exc.message
+                )
+            removed = False
+        if self.progress is not None:
+            self.progress.write(force=True, status="absent", done=True)
+        return removed
+
+    def _read_after(self, result: dict) -> None:
+        after_models = self._tags("after the change")
+        entry = find(after_models, self.name)
+        if self.state == "present" and entry is None:
+            self.module.fail_json(
+                msg=f"pull of {self.name} reported success but the model is not in /api/tags", name=self.name
+            )
+        result["models"] = names(after_models)
+        if entry is not None and self.state == "present":
+            result["digest"] = entry.get("digest")
+            result["size"] = entry.get("size")
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_args(), supports_check_mode=True)
+    module.exit_json(**OllamaModel(module).run())
 
 
 if __name__ == "__main__":
