@@ -17,3 +17,13 @@ attributes:
   diff_mode:
     description: Returns what changed (or would change, in C(check_mode)) as C(diff) with C(before) and C(after).
 """
+
+    # for the modules that are action plugins (their documentation is a stub in plugins/modules)
+    ACTION = r"""
+options: {}
+attributes:
+  action:
+    description: Has an action plugin of the same name that runs on the Ansible controller.
+    support: full
+    details: The whole module runs on the controller, in the task's worker process (no module is sent to a host).
+"""

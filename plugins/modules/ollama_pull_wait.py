@@ -24,6 +24,7 @@ version_added: "0.1.0"
 author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
   - homelab.inference.attributes
+  - homelab.inference.attributes.action
 options:
   jid:
     description:
@@ -61,9 +62,6 @@ attributes:
     support: none
   diff_mode:
     support: none
-  action:
-    support: full
-    description: The module is an action plugin and runs on the controller.
 seealso:
   - module: homelab.inference.ollama_model
   - module: ansible.builtin.async_status

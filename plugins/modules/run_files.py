@@ -22,6 +22,7 @@ version_added: "0.1.0"
 author: home-lab inference project (!UNKNOWN)
 extends_documentation_fragment:
   - homelab.inference.attributes
+  - homelab.inference.attributes.action
 options:
   dir:
     description:
@@ -49,9 +50,6 @@ attributes:
     details: Writes nothing in check mode.
   diff_mode:
     support: none
-  action:
-    support: full
-    description: The module is an action plugin and runs on the controller.
 seealso:
   - module: ansible.builtin.copy
 """
