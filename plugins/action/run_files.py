@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.homelab.inference.plugins.module_utils.files import write_atomic
 
 
 class ActionModule(ActionBase):
@@ -51,16 +51,7 @@ class ActionModule(ActionBase):
                 os.makedirs(args["dir"], mode=dir_mode, exist_ok=True)
             for name, content in args["files"].items():
                 path = os.path.join(args["dir"], name)
-                fd, tmp_path = tempfile.mkstemp(dir=args["dir"], prefix=f".{name}.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                        fh.write(content)
-                    os.chmod(tmp_path, mode)
-                    os.replace(tmp_path, path)
-                except BaseException:
-                    if os.path.exists(tmp_path):
-                        os.unlink(tmp_path)
-                    raise
+                write_atomic(path, content, mode)
                 result["paths"].append(os.path.abspath(path))
         except OSError as exc:
             return dict(result, failed=True, msg=f"cannot write the run's files in {args['dir']}: {exc}")

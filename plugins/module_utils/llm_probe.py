@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from ansible_collections.homelab.inference.plugins.module_utils.files import write_atomic
 from ansible_collections.homelab.inference.plugins.module_utils.openai_client import OpenAIClient, OpenAIError
 
 PROMPT = "Reply with the single word OK."
@@ -61,10 +62,7 @@ def probe_paused(pause_file: str | None, aliases: list[str]) -> Iterator[None]:
     if not pause_file or not aliases:
         yield
         return
-    tmp = f"{pause_file}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(aliases) + "\n")
-    os.replace(tmp, pause_file)
+    write_atomic(pause_file, "\n".join(aliases) + "\n")
     try:
         yield
     finally:

@@ -152,11 +152,11 @@ models:
 
 import json
 import os
-import tempfile
 import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.homelab.inference.plugins.module_utils.files import write_atomic
 from ansible_collections.homelab.inference.plugins.module_utils.llm_probe import pid_alive
 from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name, same_model
 from ansible_collections.homelab.inference.plugins.module_utils.ollama_client import (
@@ -208,12 +208,8 @@ class ProgressFile:
             return
         self._last = now
         self.state["updated_at"] = now
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ollama-progress-")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.state, handle)
-        os.replace(tmp, self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        write_atomic(self.path, json.dumps(self.state))
 
     def on_progress(self, item):
         force = item.get("status") == "success"
