@@ -42,6 +42,9 @@ description:
   - C(runtime_problem) names why a tier's runtime does not answer (cordoned node, Pending Pod, ...).
   - C(node_problems) names the nodes that are cordoned, not Ready or missing.
   - C(state_drift) lists how the state now differs from what the last finished run left.
+  - C(consumer_data) gives the keys a consumer's ConfigMap gets (model, and the tier's URL when asked).
+  - C(consumer_reads) pairs each consumer's ConfigMap read with the data and labels it would get.
+  - C(upgrade_changes) lists what an upgrade would still change (empty when the tier is as requested).
 """
 
 GIB = 2**30
@@ -662,6 +665,168 @@ def gate_reuse(entry, changed, force=False):
     return tier in (changed or {}) and not boolean(changed[tier], strict=False)
 
 
+def consumer_data(consumer, tier_models, tiers):
+    """The data a consumer's ConfigMap gets: the model its tier serves, and the tier's URL when it asks for one.
+
+    Args:
+        consumer (dict): an ``inference_consumers`` entry (``tier``, ``model_key``, optional ``url_key``).
+        tier_models (dict): tier -> model it serves.
+        tiers (dict): ``inference_tiers`` (``service_url`` of each tier).
+
+    Returns:
+        dict: ConfigMap data, every value a string.
+
+    Raises:
+        AnsibleFilterError: the consumer names a tier that is not in ``tier_models``/``tiers``.
+    """
+    tier = consumer.get("tier")
+    if tier not in (tier_models or {}) or tier not in (tiers or {}):
+        raise AnsibleFilterError(
+            f"consumer {consumer.get('name', '?')}: tier {tier!r} is not in inference_tiers; "
+            "fix inference_consumers[].tier"
+        )
+    data = {consumer["model_key"]: str(tier_models[tier])}
+    if consumer.get("url_key"):
+        data[consumer["url_key"]] = str(tiers[tier]["service_url"])
+    return data
+
+
+def consumer_reads(results, tier_models, tiers, labels=None):
+    """Pair each consumer's ConfigMap, as read, with the data and labels the consumers role would give it.
+
+    Args:
+        results (list): ``kubernetes.core.k8s_info`` results of a loop over ``inference_consumers`` (``item`` the
+            consumer, ``resources`` the ConfigMap or nothing).
+        tier_models (dict): tier -> model each tier will serve; tiers (dict): ``inference_tiers``.
+        labels (dict): the labels the role sets on the ConfigMap.
+
+    Returns:
+        list[dict]: ``{"name", "configmap" (dict or None), "data", "labels"}`` per consumer, for upgrade_changes.
+    """
+    return [
+        {
+            "name": r["item"].get("name"),
+            "configmap": (r.get("resources") or [None])[0],
+            "data": consumer_data(r["item"], tier_models, tiers),
+            "labels": labels or {},
+        }
+        for r in results or []
+    ]
+
+
+def _first_difference(before, after, path=""):
+    """The first key path (``a.b[0]``) where two values parsed from YAML differ, or "" when equal."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in before or key not in after:
+                return where
+            found = _first_difference(before[key], after[key], where)
+            if found:
+                return found
+        return ""
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            found = _first_difference(b, a, f"{path}[{i}]")
+            if found:
+                return found
+        return ""
+    return "" if before == after else (path or "(all)")
+
+
+def _release_changes(releases, desired):
+    """What a Helm upgrade of each desired release would change, the way kubernetes.core.helm decides it without
+    helm-diff (``default_check``: the user-supplied values, chart name-version and appVersion)."""
+    read = {r.get("item"): r.get("status") for r in releases or []}
+    changes = []
+    for name, want in sorted((desired or {}).items()):
+        status = read.get(name)
+        chart = want.get("chart") or {}
+        if not status:
+            changes.append(f"release {name} is not installed")
+            continue
+        if status.get("status") != "deployed":
+            changes.append(f"release {name} is {status.get('status')}, not deployed")
+            continue
+        wanted_chart = f"{chart.get('name')}-{chart.get('version')}"
+        if status.get("chart") != wanted_chart:
+            changes.append(f"release {name}: chart {status.get('chart')} -> {wanted_chart}")
+        if (chart.get("appVersion") or "") != (status.get("app_version") or ""):
+            changes.append(f"release {name}: appVersion {status.get('app_version')} -> {chart.get('appVersion')}")
+        where = _first_difference(status.get("values") or {}, want.get("values") or {})
+        if where:
+            changes.append(f"release {name}: values differ at {where}")
+    return changes
+
+
+def _consumer_changes(consumers):
+    changes = []
+    for c in consumers or []:
+        configmap = c.get("configmap")
+        if not configmap:
+            changes.append(f"consumer {c.get('name')}: ConfigMap is missing")
+            continue
+        data = configmap.get("data") or {}
+        labels = (configmap.get("metadata") or {}).get("labels") or {}
+        for key, value in sorted((c.get("data") or {}).items()):
+            if data.get(key) != value:
+                changes.append(f"consumer {c.get('name')}: {key} {data.get(key)!r} -> {value!r}")
+        if any(labels.get(k) != v for k, v in (c.get("labels") or {}).items()):
+            changes.append(f"consumer {c.get('name')}: labels differ")
+    return changes
+
+
+def _model_changes(entry, models_present):
+    if entry.get("runtime") != "ollama":
+        return []
+    if models_present is None:
+        return ["the models on Ollama could not be listed"]
+    present = {normalize_name(str(m)) for m in models_present}
+    model = normalize_name(str(entry.get("model")))
+    keep = {model} | {normalize_name(str(m)) for m in entry.get("keep_models") or []}
+    changes = [] if model in present else [f"{model} is not on Ollama (it would be pulled)"]
+    prune = sorted(present - keep)
+    if prune:
+        changes.append(f"{', '.join(prune)} would be pruned (not on the keep-list)")
+    return changes
+
+
+def upgrade_changes(entry, releases=None, desired=None, consumers=None, models_present=None, pins=None, targets=None):
+    """What an upgrade of a tier to the model it already serves would still change; empty when nothing would.
+
+    An empty list is the no-op fast path's condition (with a reusable gate record and the alias answering): the
+    play then skips the snapshot, the probe and every step.
+
+    Args:
+        entry (dict): the tier's plan entry (``model``, ``previous_model``, ``needs_resize``, ``runtime``,
+            ``keep_models``).
+        releases (list): ``kubernetes.core.helm_info`` results of a loop over release names (``item``, ``status``
+            with ``status``, ``chart``, ``app_version``, ``values``).
+        desired (dict): release name -> ``{"chart": Chart.yaml as a dict, "values": the values the role renders}``.
+        consumers (list): ``{"name", "configmap": the ConfigMap read (or None), "data": consumer_data(...),
+            "labels": the labels the role sets}`` per consumer.
+        models_present (list | None): names Ollama lists (``/api/tags``); None when it could not be read.
+        pins (dict): the model pins file's ``models``; targets (dict): the model each tier will serve.
+
+    Returns:
+        list[str]: one line per difference, for example ``release ollama: values differ at resources.limits``.
+    """
+    entry = entry or {}
+    changes = []
+    if entry.get("previous_model") != entry.get("model"):
+        changes.append(f"the tier serves {entry.get('previous_model')}, not {entry.get('model')}")
+    if boolean(entry.get("needs_resize", False), strict=False):
+        changes.append(f"the LXC is resized ({entry.get('lxc_resize')})")
+    if targets is not None and (pins or {}) != targets:
+        changes.append("the model pins file does not record the models the tiers serve")
+    return (
+        changes
+        + _release_changes(releases, desired)
+        + _consumer_changes(consumers)
+        + _model_changes(entry, models_present)
+    )
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -687,4 +852,7 @@ class FilterModule:
             "node_problems": node_problems,
             "state_drift": state_drift,
             "gate_reuse": gate_reuse,
+            "consumer_data": consumer_data,
+            "consumer_reads": consumer_reads,
+            "upgrade_changes": upgrade_changes,
         }

@@ -140,6 +140,13 @@ options:
         request. The caller decides when this is safe (nothing about the tier changed in this run).
     type: bool
     default: false
+  reuse_only:
+    description:
+      - With O(reuse_record=true), only look for a record to reuse: when there is none, return at once without
+        sending a request (RV(reused=false), RV(skipped=true), RV(reuse_skipped_because) says why). The upgrade's
+        no-op check uses it before deciding that a tier has nothing to do.
+    type: bool
+    default: false
   model_digest:
     description:
       - The digest of the model under test, for example C(sha256:<64 hex digits>); default see O(record).
@@ -575,6 +582,7 @@ def module_args() -> dict:
         record={"type": "bool", "default": False},
         records={"type": "dict", "default": {}},
         reuse_record={"type": "bool", "default": False},
+        reuse_only={"type": "bool", "default": False},
         model_digest={"type": "str"},
         model_identity={"type": "raw"},
         run_id={"type": "str"},
@@ -690,6 +698,7 @@ class QualityGate:
         self.base["digest"] = digest
         if digest is None:
             self.module.warn(f"the gate result cannot be recorded or reused: {why}")
+            self.nothing_to_reuse(why)
             return
         self.identity = record_identity(self.params, self.sample, digest)
         self.base["record_key"] = self.identity["key"]
@@ -698,6 +707,7 @@ class QualityGate:
         recorded, why = find_gate_record(self.params["records"], self.identity["key"], self.thresholds)
         if recorded is None:
             self.base["reuse_skipped_because"] = why
+            self.nothing_to_reuse(why)
             return
         self.base["reused"] = True
         self.module.exit_json(
@@ -709,6 +719,20 @@ class QualityGate:
             record=recorded,
             **self.base,
         )
+
+    def nothing_to_reuse(self, why: str) -> None:
+        """With O(reuse_only), exit without sending a request: no record can be reused, for the reason given."""
+        if self.params["reuse_record"] and self.params["reuse_only"]:
+            self.base["reuse_skipped_because"] = why
+            self.module.exit_json(
+                skipped=True,
+                passed=None,
+                failures=[],
+                metrics={},
+                per_document=[],
+                msg=f"no recorded gate to reuse: {why}",
+                **self.base,
+            )
 
     def warm_up(self) -> tuple[float | None, float | None]:
         """One short request that loads the model; its wall time and Ollama's load time (s), apart from the gate."""

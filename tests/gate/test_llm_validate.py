@@ -373,6 +373,25 @@ def test_a_recorded_pass_is_not_reused_when_anything_differs(module_runner, olla
         assert "reuse_skipped_because" not in again
 
 
+def test_reuse_only_sends_nothing_and_says_why_when_no_record_can_be_reused(module_runner, ollama):
+    """The upgrade's no-op check asks for a reusable record only: without one it sends nothing and is skipped."""
+    ollama.models["m"] = good()
+    first = module_runner(llm_validate, args(ollama, "m", sample_size=3, record=True))
+    records = {first["record_key"]: json.dumps(first["record"])}
+    only = {"record": True, "reuse_record": True, "reuse_only": True}
+    sent_before = len(ollama.rec.requests)
+    found = module_runner(llm_validate, args(ollama, "m", sample_size=3, records=records, **only))
+    assert not found.failed and found["reused"] is True and found["passed"] is True
+    none = module_runner(llm_validate, args(ollama, "m", sample_size=3, records={}, **only))
+    assert not none.failed and none["reused"] is False and none["skipped"] is True and none["passed"] is None
+    assert none["msg"] == "no recorded gate to reuse: " + none["reuse_skipped_because"]
+    assert "no passing gate recorded" in none["reuse_skipped_because"]
+    ollama.models.pop("m")  # no digest: nothing can be reused either
+    gone = module_runner(llm_validate, args(ollama, "m", sample_size=3, records=records, **only))
+    assert not gone.failed and gone["skipped"] is True and "digest" in gone["msg"]
+    assert ollama.rec.requests[sent_before:] == []  # no warm-up, no document: only /api/tags for the digest
+
+
 def test_an_openai_model_is_keyed_by_its_name_and_identity(module_runner, vllm):
     vllm.models["Qwen/Qwen3-8B-AWQ"] = good()
     one = module_runner(

@@ -6,6 +6,8 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.homelab.inference.plugins.filter.inference import (
+    consumer_data,
+    consumer_reads,
     detour_plan,
     detour_tier_of,
     gate_reuse,
@@ -23,6 +25,7 @@ from ansible_collections.homelab.inference.plugins.filter.inference import (
     runtime_problem,
     shown,
     state_drift,
+    upgrade_changes,
     upgrade_input_problem,
 )
 
@@ -467,3 +470,115 @@ SAME = {"tier": "ollama", "model": "qwen2.5:14b", "previous_model": "qwen2.5:14b
 )
 def test_gate_reuse(entry, changed, force, reuse):
     assert gate_reuse(entry, changed, force) is reuse
+
+
+# -- upgrade_changes: an upgrade to the model a tier serves has nothing to do only when nothing differs -----------
+
+CHART = {"name": "ollama", "version": "0.3.0", "appVersion": "0.12.6"}
+LITELLM_CHART = {"name": "litellm", "version": "0.2.0", "appVersion": "1.106.2"}
+VALUES = {"model": "qwen2.5:14b", "resources": {"limits": {"memory": "16Gi"}}, "nodeSelector": {"n": "w2"}}
+LITELLM_VALUES = {"config": {"model_list": [{"model_name": "ollama-qwen"}]}}
+TIERS = {"ollama": {"service_url": "http://ollama.ml.svc:11434"}}
+CONSUMER = {"name": "paperless-ai", "tier": "ollama", "model_key": "OLLAMA_MODEL", "url_key": "OLLAMA_API_URL"}
+LABELS = {"app.kubernetes.io/part-of": "home-lab"}
+NOOP_ENTRY = {
+    "tier": "ollama",
+    "runtime": "ollama",
+    "release": "ollama",
+    "model": "qwen2.5:14b",
+    "previous_model": "qwen2.5:14b",
+    "needs_resize": False,
+    "keep_models": ["llama3.2:1b"],
+}
+
+
+def _helm_read(name, chart, values, status="deployed"):
+    return {
+        "item": name,
+        "status": {
+            "status": status,
+            "chart": f"{chart['name']}-{chart['version']}",
+            "app_version": chart["appVersion"],
+            "values": values,
+        },
+    }
+
+
+def _noop_inputs():
+    configmap = {
+        "metadata": {"labels": dict(LABELS)},
+        "data": {"OLLAMA_MODEL": "qwen2.5:14b", "OLLAMA_API_URL": "http://ollama.ml.svc:11434", "OTHER": "kept"},
+    }
+    return {
+        "releases": [
+            _helm_read("ollama", CHART, json.loads(json.dumps(VALUES))),
+            _helm_read("litellm", LITELLM_CHART, dict(LITELLM_VALUES)),
+        ],
+        "desired": {
+            "ollama": {"chart": CHART, "values": VALUES},
+            "litellm": {"chart": LITELLM_CHART, "values": LITELLM_VALUES},
+        },
+        "consumers": consumer_reads(
+            [{"item": CONSUMER, "resources": [configmap]}], {"ollama": "qwen2.5:14b"}, TIERS, LABELS
+        ),
+        "models_present": ["qwen2.5:14b", "llama3.2:1b"],
+        "pins": {"ollama": "qwen2.5:14b"},
+        "targets": {"ollama": "qwen2.5:14b"},
+    }
+
+
+def test_nothing_to_change_when_the_tier_is_as_requested():
+    assert upgrade_changes(NOOP_ENTRY, **_noop_inputs()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda e, i: e.update(previous_model="phi4-mini"), "the tier serves phi4-mini, not qwen2.5:14b"),
+        (lambda e, i: e.update(needs_resize=True, lxc_resize="grow"), "the LXC is resized (grow)"),
+        (lambda e, i: i.update(pins={}), "the model pins file does not record"),
+        (lambda e, i: i["releases"].pop(0), "release ollama is not installed"),
+        (lambda e, i: i["releases"][0]["status"].update(status="failed"), "release ollama is failed, not deployed"),
+        (lambda e, i: i["releases"][0]["status"].update(chart="ollama-0.2.0"), "chart ollama-0.2.0 -> ollama-0.3.0"),
+        (lambda e, i: i["releases"][0]["status"].update(app_version="0.11"), "appVersion 0.11 -> 0.12.6"),
+        (
+            lambda e, i: i["desired"]["ollama"].update(values={**VALUES, "resources": {"limits": {"memory": "8Gi"}}}),
+            "release ollama: values differ at resources.limits.memory",
+        ),
+        (
+            lambda e, i: i["desired"]["litellm"].update(values={"config": {"model_list": []}}),
+            "release litellm: values differ at config.model_list",
+        ),
+        (lambda e, i: i["consumers"][0].update(configmap=None), "consumer paperless-ai: ConfigMap is missing"),
+        (
+            lambda e, i: i["consumers"][0]["data"].update(OLLAMA_MODEL="phi4-mini"),
+            "consumer paperless-ai: OLLAMA_MODEL 'qwen2.5:14b' -> 'phi4-mini'",
+        ),
+        (lambda e, i: i["consumers"][0].update(labels={"team": "x"}), "consumer paperless-ai: labels differ"),
+        (lambda e, i: i.update(models_present=["llama3.2:1b"]), "qwen2.5:14b is not on Ollama (it would be pulled)"),
+        (
+            lambda e, i: i["models_present"].append("phi4-mini"),
+            "phi4-mini:latest would be pruned (not on the keep-list)",
+        ),
+        (lambda e, i: i.update(models_present=None), "the models on Ollama could not be listed"),
+    ],
+)
+def test_each_difference_is_named(change, expected):
+    entry, inputs = dict(NOOP_ENTRY), _noop_inputs()
+    change(entry, inputs)
+    changes = upgrade_changes(entry, **inputs)
+    assert len(changes) == 1 and expected in changes[0], changes
+
+
+def test_a_vllm_tier_does_not_ask_ollama():
+    entry = {**NOOP_ENTRY, "runtime": "vllm", "release": "vllm"}
+    inputs = _noop_inputs()
+    inputs["releases"][0]["item"] = "vllm"
+    inputs["desired"]["vllm"] = inputs["desired"].pop("ollama")
+    assert upgrade_changes(entry, **{**inputs, "models_present": None}) == []
+
+
+def test_consumer_data_names_a_bad_tier():
+    assert consumer_data({"tier": "ollama", "model_key": "M"}, {"ollama": "m"}, TIERS) == {"M": "m"}
+    with pytest.raises(AnsibleFilterError, match=r"consumer paperless-ai: tier 'gpu' is not in inference_tiers"):
+        consumer_data({**CONSUMER, "tier": "gpu"}, {"ollama": "m"}, TIERS)
