@@ -478,7 +478,7 @@ CHART = {"name": "ollama", "version": "0.3.0", "appVersion": "0.12.6"}
 LITELLM_CHART = {"name": "litellm", "version": "0.2.0", "appVersion": "1.106.2"}
 VALUES = {"model": "qwen2.5:14b", "resources": {"limits": {"memory": "16Gi"}}, "nodeSelector": {"n": "w2"}}
 LITELLM_VALUES = {"config": {"model_list": [{"model_name": "ollama-qwen"}]}}
-TIERS = {"ollama": {"service_url": "http://ollama.ml.svc:11434"}}
+CONSUMER_TIERS = {"ollama": {"service_url": "http://ollama.ml.svc:11434"}}
 CONSUMER = {"name": "paperless-ai", "tier": "ollama", "model_key": "OLLAMA_MODEL", "url_key": "OLLAMA_API_URL"}
 LABELS = {"app.kubernetes.io/part-of": "home-lab"}
 NOOP_ENTRY = {
@@ -519,7 +519,7 @@ def _noop_inputs():
             "litellm": {"chart": LITELLM_CHART, "values": LITELLM_VALUES},
         },
         "consumers": consumer_reads(
-            [{"item": CONSUMER, "resources": [configmap]}], {"ollama": "qwen2.5:14b"}, TIERS, LABELS
+            [{"item": CONSUMER, "resources": [configmap]}], {"ollama": "qwen2.5:14b"}, CONSUMER_TIERS, LABELS
         ),
         "models_present": ["qwen2.5:14b", "llama3.2:1b"],
         "pins": {"ollama": "qwen2.5:14b"},
@@ -579,6 +579,6 @@ def test_a_vllm_tier_does_not_ask_ollama():
 
 
 def test_consumer_data_names_a_bad_tier():
-    assert consumer_data({"tier": "ollama", "model_key": "M"}, {"ollama": "m"}, TIERS) == {"M": "m"}
+    assert consumer_data({"tier": "ollama", "model_key": "M"}, {"ollama": "m"}, CONSUMER_TIERS) == {"M": "m"}
     with pytest.raises(AnsibleFilterError, match=r"consumer paperless-ai: tier 'gpu' is not in inference_tiers"):
-        consumer_data({**CONSUMER, "tier": "gpu"}, {"ollama": "m"}, TIERS)
+        consumer_data({**CONSUMER, "tier": "gpu"}, {"ollama": "m"}, CONSUMER_TIERS)
