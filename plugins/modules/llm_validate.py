@@ -142,8 +142,8 @@ options:
     default: false
   reuse_only:
     description:
-      - With O(reuse_record=true), only look for a record to reuse: when there is none, return at once without
-        sending a request (RV(reused=false), RV(skipped=true), RV(reuse_skipped_because) says why). The upgrade's
+      - With O(reuse_record=true), only look for a record to reuse; when there is none, return at once without
+        sending a request (RV(reused=false), C(skipped=true), RV(reuse_skipped_because) says why). The upgrade's
         no-op check uses it before deciding that a tier has nothing to do.
     type: bool
     default: false
