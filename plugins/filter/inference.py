@@ -22,6 +22,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import gate_records_patch
 from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name
 
 DOCUMENTATION = r"""
@@ -44,6 +45,7 @@ description:
   - C(state_drift) lists how the state now differs from what the last finished run left.
   - C(consumer_data) gives the keys a consumer's ConfigMap gets (model, and the tier's URL when asked).
   - C(consumer_reads) pairs each consumer's ConfigMap read with the data and labels it would get.
+  - C(gate_records_patch) stores a gate record and drops the oldest records beyond a count (a merge patch).
   - C(upgrade_changes) lists what an upgrade would still change (empty when the tier is as requested).
 """
 
@@ -827,6 +829,14 @@ def upgrade_changes(entry, releases=None, desired=None, consumers=None, models_p
     )
 
 
+def _gate_records_patch(records, key, record, keep=50):
+    """module_utils.llm_gate.gate_records_patch, with its ValueError as an AnsibleFilterError."""
+    try:
+        return gate_records_patch(records, key, record, keep)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"gate_records_patch: {exc}; set llm_gate_records_keep to 1 or more") from None
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -855,4 +865,5 @@ class FilterModule:
             "consumer_data": consumer_data,
             "consumer_reads": consumer_reads,
             "upgrade_changes": upgrade_changes,
+            "gate_records_patch": _gate_records_patch,
         }

@@ -534,6 +534,44 @@ def gate_record(
     }
 
 
+def gate_records_patch(records: dict | None, key: str, record: dict, keep: int = 50) -> dict:
+    """ConfigMap data that stores one gate record and drops the oldest records beyond ``keep``.
+
+    A ConfigMap holds at most 1 MiB and a record with its per-document answers a few KiB, so the records of models
+    long gone are dropped, oldest ``passed_at`` first (an unreadable record counts as oldest). The result is for a
+    merge patch: a key whose value is None is deleted.
+
+    Args:
+        records (dict | None): the ConfigMap's data now, data key -> record as JSON text.
+        key (str): the data key of the new record; record (dict): the record to store.
+        keep (int): how many records stay, the new one included (at least 1).
+
+    Returns:
+        dict: data key -> JSON text for the new record, None for each record dropped.
+
+    Raises:
+        ValueError: ``keep`` is below 1.
+    """
+    if int(keep) < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+
+    def passed_at(raw: Any) -> str:
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else raw
+            return str(parsed.get("passed_at") or "")
+        except (ValueError, AttributeError):
+            return ""
+
+    others = sorted(
+        (k for k in (records or {}) if k != key and k.startswith(GATE_RECORD_KEY_PREFIX)),
+        key=lambda k: (passed_at(records[k]), k),
+        reverse=True,
+    )
+    patch: dict = {key: json.dumps(record, sort_keys=True)}
+    patch.update({k: None for k in others[int(keep) - 1 :]})
+    return patch
+
+
 def find_gate_record(records: dict | None, key: str, thresholds: dict) -> tuple[dict | None, str]:
     """The recorded passing gate under ``key`` that also meets today's thresholds, and why one is not reused.
 

@@ -20,6 +20,7 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     find_gate_record,
     gate_record,
     gate_record_key,
+    gate_records_patch,
     load_documents,
     model_identity_digest,
     options_sha256,
@@ -352,3 +353,31 @@ def test_find_gate_record_reuses_only_a_passing_record_that_meets_todays_thresho
     for records, needle in cases:
         found, why = find_gate_record(records, key, THRESHOLDS)
         assert found is None and needle in why, (records, why)
+
+
+# -- gate_records_patch: the records ConfigMap keeps the newest records -----------------------------------------
+
+
+def _stored(key, passed_at):
+    return json.dumps({"key": key, "passed_at": passed_at})
+
+
+def test_gate_records_patch_keeps_the_newest_and_deletes_the_rest():
+    records = {
+        "gate-old": _stored("gate-old", "2026-01-01T00:00:00Z"),
+        "gate-mid": _stored("gate-mid", "2026-06-01T00:00:00Z"),
+        "gate-new": _stored("gate-new", "2026-12-01T00:00:00Z"),
+        "gate-bad": "not json",  # unreadable: counts as the oldest
+        "other": "kept",  # not a gate record: never touched
+    }
+    patch = gate_records_patch(records, "gate-this", {"key": "gate-this"}, keep=3)
+    assert json.loads(patch.pop("gate-this")) == {"key": "gate-this"}
+    assert patch == {"gate-old": None, "gate-bad": None}  # the new one and the two newest stay
+
+
+def test_gate_records_patch_rewrites_a_key_in_place_and_checks_keep():
+    records = {"gate-a": _stored("gate-a", "2026-01-01T00:00:00Z")}
+    assert list(gate_records_patch(records, "gate-a", {"key": "gate-a"}, keep=1)) == ["gate-a"]
+    assert gate_records_patch(None, "gate-a", {}, keep=1) == {"gate-a": "{}"}
+    with pytest.raises(ValueError, match="keep must be at least 1, got 0"):
+        gate_records_patch(records, "gate-b", {}, keep=0)
