@@ -70,20 +70,8 @@ INSTANTS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("instant", "sig"),
-    [
-        ("helm wait", signal.SIGKILL),
-        ("pull", signal.SIGINT),
-        ("gate", signal.SIGKILL),
-        ("routed gate", signal.SIGINT),
-        ("fallback drill", signal.SIGKILL),
-        ("prune", signal.SIGINT),
-        ("rollback", signal.SIGKILL),
-    ],
-    ids=lambda v: v if isinstance(v, str) else signal.Signals(v).name,
-)
-def test_stopped_inside_a_step_then_restore_tier(twin, instant, sig):
+def stop_then_restore(twin, instant, sig):
+    """Start the upgrade of INSTANTS[instant], stop it there with sig, run restore-tier.yml: back to previous."""
     model, args, condition = INSTANTS[instant]
     run = start(twin, model, *args)
     stopped(run, lambda r: condition(twin, r), sig, instant)
@@ -92,3 +80,18 @@ def test_stopped_inside_a_step_then_restore_tier(twin, instant, sig):
     assert record(twin)["status"] == "restored"
     assert_back_to_previous(twin, restored)
     assert answers_through_litellm(twin, "ollama-qwen")
+
+
+# the later instants are in test_stop_anywhere_late.py: a module per twin, so two workers share the cases
+@pytest.mark.parametrize(
+    ("instant", "sig"),
+    [
+        ("helm wait", signal.SIGKILL),
+        ("pull", signal.SIGINT),
+        ("gate", signal.SIGKILL),
+        ("routed gate", signal.SIGINT),
+    ],
+    ids=lambda v: v if isinstance(v, str) else signal.Signals(v).name,
+)
+def test_stopped_inside_a_step_then_restore_tier(twin, instant, sig):
+    stop_then_restore(twin, instant, sig)
