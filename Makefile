@@ -27,8 +27,8 @@ LOAD_PERCENT ?= 60
 CHAOS_ROUNDS ?= 20
 CHAOS_SEED ?=
 
-.PHONY: help venv controlplane demo test lint sanity units pytest molecule chaos bench collection-tree lab-up lab-down \
-	lab-status lab-reset clean
+.PHONY: help venv controlplane demo test lint chart-deps chart-docs sanity units pytest molecule chaos bench \
+	collection-tree lab-up lab-down lab-status lab-reset clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,12 +76,23 @@ demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the 
 	report=$$(ls -dt $(LAB_DIR)/reports/*-upgrade-ollama-* | head -1); \
 	echo; echo "Report: $$report/report.md (and report.json)"
 
-lint: venv ## ruff, yamllint, ansible-lint, the changelog fragments
+lint: venv ## ruff, yamllint, ansible-lint, the changelog fragments, the charts' library copies and READMEs
 	ruff check .
 	ruff format --check .
 	yamllint -s .
 	ansible-lint
 	antsibull-changelog lint
+	$(PY) -m lab.charts check
+
+# the library chart charts/common: each chart carries a copy in charts/<chart>/charts/common/, where Helm loads
+# dependencies from (charts/common/README.md says why a copy); `make lint` fails when a copy differs
+chart-deps: venv ## copy the library chart charts/common into each chart that depends on it
+	$(PY) -m lab.charts deps
+
+# helm-docs is built once from the Go module proxy (lab/helmdocs/go.mod pins it) into ~/.cache/homelab-inference
+chart-docs: venv ## generate charts/*/README.md with helm-docs from values.yaml's `# --` comments (and the copies)
+	$(PY) -m lab.charts docs
+	$(PY) -m lab.charts deps
 
 # ansible-test runs only from a tree at ansible_collections/<namespace>/<name>: a copy of the tracked files, outside
 # this git work tree (inside it ansible-test would list files with git, which ignores the copy), one per checkout

@@ -239,13 +239,6 @@ def test_probes_can_be_disabled_and_tuned(helm, chart):
     assert ctr["readinessProbe"]["periodSeconds"] == 42 and ctr["readinessProbe"]["failureThreshold"] == 7
 
 
-@charts
-def test_helpers_define_the_standard_names(chart):
-    text = (CHARTS / chart / "templates" / "_helpers.tpl").read_text()
-    for helper in ("name", "fullname", "chart", "labels", "selectorLabels", "serviceAccountName"):
-        assert f'define "{chart}.{helper}"' in text
-
-
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][\w./-]*):")
 
 

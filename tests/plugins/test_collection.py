@@ -92,6 +92,24 @@ def test_the_installed_collection_runs_its_playbooks_by_fqcn(installed, playbook
     assert "ERROR" not in proc.stderr
 
 
+@pytest.mark.parametrize("chart", ["ollama", "vllm", "litellm"])
+def test_the_installed_collection_carries_charts_with_their_library(installed, tmp_path, chart):
+    # the charts install from the collection's directory: each carries its copy of the library chart (plain files,
+    # no symlink) and renders what the work tree's chart renders, without `helm dependency build` or a repository
+    _, where, _ = installed
+    library = where / "charts" / chart / "charts" / "common"
+    assert library.is_dir() and not library.is_symlink()
+    assert not [p for p in library.rglob("*") if p.is_symlink()]
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "none")}
+    env |= {var: str(tmp_path / var.lower()) for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}
+    rendered = [
+        run(str(BIN / "helm"), "template", chart, str(base / "charts" / chart), "-n", "ml", env=env).stdout
+        for base in (where, ROOT)
+    ]
+    assert "kind: Service\n" in rendered[0] and "kind: ServiceAccount\n" in rendered[0]
+    assert rendered[0] == rendered[1]
+
+
 def test_a_module_from_the_installed_collection_imports_its_module_utils(installed):
     # the module runs (its module_utils come from the collection) and fails on its own terms: nothing listens
     home, _, env = installed
