@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -40,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.controlplane.build import cache_root
+from lab.controlplane.build import build_once, cache_root, go_binary, source_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ROOT / "charts"
@@ -143,19 +141,11 @@ def helm_docs_version() -> str:
 
 
 def _go() -> str:
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("the Go toolchain is not on PATH: it builds helm-docs for the charts' READMEs")
-    return go
+    return go_binary("it builds helm-docs for the charts' READMEs")
 
 
 def build_key() -> str:
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "tools.go"):
-        digest.update(name.encode() + b"\0" + (SOURCE / name).read_bytes() + b"\0")
-    go_version = subprocess.run([_go(), "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout
-    digest.update(go_version.strip().encode())
-    return f"{helm_docs_version()}-{digest.hexdigest()[:12]}"
+    return f"{helm_docs_version()}-{source_digest(SOURCE, ('go.mod', 'go.sum', 'tools.go'))}"
 
 
 def helm_docs_path() -> Path:
@@ -188,23 +178,14 @@ def ensure_helm_docs(log=sys.stderr) -> Path:
     """Build helm-docs unless the cache has this build; return its path. ``RuntimeError`` when Go is missing or
     the build fails. Builds go to a temporary directory renamed into place, under a lock."""
     path = helm_docs_path()
-    if path.exists() or os.environ.get("LAB_HELM_DOCS"):
+    if os.environ.get("LAB_HELM_DOCS"):
         return path
-    final = path.parent.parent
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            return path
-        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-        try:
-            (staging / "bin").mkdir()
-            _build(staging / "bin" / path.name, log=log)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def build(staging: Path) -> None:
+        (staging / "bin").mkdir()
+        _build(staging / "bin" / path.name, log=log)
+
+    build_once(path.parent.parent, path.exists, build)
     return path
 
 

@@ -51,15 +51,43 @@ def etcd_version() -> str:
     return match.group(1) if match else "unknown"
 
 
-def _go() -> str:
+def go_binary(purpose: str = "it builds the twin's control plane") -> str:
+    """The ``go`` command on PATH; ``RuntimeError`` naming ``purpose`` when there is none."""
     go = shutil.which("go")
     if go is None:
-        raise RuntimeError("the Go toolchain (go 1.23 or newer) is not on PATH: it builds the twin's control plane")
+        raise RuntimeError(f"the Go toolchain (go 1.23 or newer) is not on PATH: {purpose}")
     return go
 
 
-def _go_version() -> str:
-    return subprocess.run([_go(), "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+def source_digest(source: Path, names: tuple[str, ...]) -> str:
+    """12 hex digits of SHA-256 over the named files of ``source`` and the Go version: a build's cache key."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (source / name).read_bytes() + b"\0")
+    go_version = subprocess.run([go_binary(), "env", "GOVERSION"], capture_output=True, text=True, check=True)
+    digest.update(go_version.stdout.strip().encode())
+    return digest.hexdigest()[:12]
+
+
+def build_once(final: Path, done, build) -> None:
+    """Build into the cache directory ``final`` unless ``done()``: under a file lock in ``final``'s parent (two
+    builds at once wait for each other), into a temporary directory that ``build(staging)`` fills and that is
+    renamed to ``final`` only when it succeeded (a killed build leaves nothing that looks finished)."""
+    if done():
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done():
+            return
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+        try:
+            build(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def cache_root() -> Path:
@@ -70,11 +98,7 @@ def cache_root() -> Path:
 
 
 def build_key() -> str:
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
-        digest.update(name.encode() + b"\0" + (SOURCE / name).read_bytes() + b"\0")
-    digest.update(_go_version().encode())
-    return f"{kubernetes_version()}-{digest.hexdigest()[:12]}"
+    return f"{kubernetes_version()}-{source_digest(SOURCE, ('go.mod', 'go.sum', 'main.go'))}"
 
 
 def bin_dir() -> Path:
@@ -106,7 +130,7 @@ def _ldflags(version: str) -> str:
 def _build(target: Path, log=sys.stderr) -> None:
     version = kubernetes_version()
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-buildvcs=false -mod=readonly")
-    cmd = [_go(), "build", "-v", "-trimpath", "-ldflags", _ldflags(version), "-o", str(target / "kubelab"), "."]
+    cmd = [go_binary(), "build", "-v", "-trimpath", "-ldflags", _ldflags(version), "-o", str(target / "kubelab"), "."]
     print(
         f"controlplane: building Kubernetes {version} (kube-apiserver, kube-controller-manager, kube-scheduler, "
         f"kubectl) and etcd {etcd_version()} from Go modules into {target.parent.parent} ({COLD_BUILD_HINT}; "
@@ -148,23 +172,14 @@ def ensure_built(log=sys.stderr) -> Path:
     Raises ``RuntimeError`` when Go is missing or the build fails (the message has the build's last lines).
     """
     directory = bin_dir()
-    if is_built(directory) or os.environ.get("LAB_CONTROLPLANE_BIN"):
+    if os.environ.get("LAB_CONTROLPLANE_BIN"):
         return directory
-    final = directory.parent
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built(directory):
-            return directory
-        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-        try:
-            (staging / "bin").mkdir()
-            _build(staging / "bin", log=log)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def build(staging: Path) -> None:
+        (staging / "bin").mkdir()
+        _build(staging / "bin", log=log)
+
+    build_once(directory.parent, lambda: is_built(directory), build)
     return directory
 
 
