@@ -652,15 +652,7 @@ class QualityGate:
         try:
             self.reuse_record()
             if self.module.check_mode and self.params["skip_in_check_mode"]:
-                self.module.exit_json(
-                    skipped=True,
-                    passed=None,
-                    failures=[],
-                    metrics={},
-                    per_document=[],
-                    msg=f"quality gate skipped in check mode ({len(self.sample)} documents would be sent)",
-                    **self.base,
-                )
+                self.exit_skipped(f"quality gate skipped in check mode ({len(self.sample)} documents would be sent)")
             if self.params["request_timeout"] < self.params["max_p95_latency"]:
                 self.module.warn(
                     f"request_timeout {self.params['request_timeout']:g} s is below max_p95_latency "
@@ -724,15 +716,11 @@ class QualityGate:
         """With O(reuse_only), exit without sending a request: no record can be reused, for the reason given."""
         if self.params["reuse_record"] and self.params["reuse_only"]:
             self.base["reuse_skipped_because"] = why
-            self.module.exit_json(
-                skipped=True,
-                passed=None,
-                failures=[],
-                metrics={},
-                per_document=[],
-                msg=f"no recorded gate to reuse: {why}",
-                **self.base,
-            )
+            self.exit_skipped(f"no recorded gate to reuse: {why}")
+
+    def exit_skipped(self, msg: str) -> None:
+        """Exit without a verdict (``passed`` null, ``skipped`` true): nothing was sent."""
+        self.module.exit_json(skipped=True, passed=None, failures=[], metrics={}, per_document=[], msg=msg, **self.base)
 
     def warm_up(self) -> tuple[float | None, float | None]:
         """One short request that loads the model; its wall time and Ollama's load time (s), apart from the gate."""
