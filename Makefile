@@ -119,7 +119,7 @@ units: collection-tree ## ansible-test units (tests/unit: filters, module_utils)
 	cd $(COLLECTION_TREE) && ansible-test units --local --python 3.11
 
 pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slowest tests listed at the end)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 molecule: venv controlplane ## the molecule scenarios against the twin, with both cores kept busy (stress-ng)
 	@[ "$(LOAD_PERCENT)" = 0 ] || command -v stress-ng >/dev/null || \
