@@ -102,6 +102,11 @@ COLLECTION_TREE := $(BUILD_DIR)/ansible_collections/homelab/inference
 collection-tree: venv
 	rm -rf $(BUILD_DIR)/ansible_collections && mkdir -p $(COLLECTION_TREE)
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp -P --parents -t $(COLLECTION_TREE)
+	@# the collection a module imports from (helm_releases_info: kubernetes.core's module_utils and doc fragment),
+	@# beside ours in the same ansible_collections, where ansible-test looks for dependencies
+	mkdir -p $(BUILD_DIR)/ansible_collections/kubernetes && cp -r \
+		$$($(PY) -c 'import ansible_collections.kubernetes.core as c; print(list(c.__path__)[0])') \
+		$(BUILD_DIR)/ansible_collections/kubernetes/
 	@# a tree without the collection or its unit tests would make ansible-test skip every target and pass
 	test -s $(COLLECTION_TREE)/galaxy.yml && test -d $(COLLECTION_TREE)/tests/unit/plugins
 
