@@ -45,6 +45,7 @@ description:
   - C(node_problems) names the nodes that are cordoned, not Ready or missing.
   - C(state_drift) lists how the state now differs from what the last finished run left.
   - C(consumer_data) gives the keys a consumer's ConfigMap gets (model, and the tier's URL when asked).
+  - C(consumer_objects) gives the k8s_objects_info reads of the consumers' ConfigMaps.
   - C(consumer_reads) pairs each consumer's ConfigMap read with the data and labels it would get.
   - C(gate_records_patch) stores a gate record and drops the oldest records beyond a count (a merge patch).
   - C(upgrade_changes) lists what an upgrade would still change (empty when the tier is as requested).
@@ -859,6 +860,20 @@ def consumer_data(consumer, tier_models, tiers):
     return data
 
 
+def consumer_objects(consumers):
+    """The ``k8s_objects_info`` reads of the consumers' ConfigMaps: ``{kind, namespace, name, item}`` each.
+
+    Args:
+        consumers (list): ``inference_consumers`` (``namespace``, ``configmap``, ...).
+
+    Returns:
+        list[dict]: one read per consumer, its ``item`` the consumer (as a loop's results carry it).
+    """
+    return [
+        {"kind": "ConfigMap", "namespace": c["namespace"], "name": c["configmap"], "item": c} for c in consumers or []
+    ]
+
+
 def consumer_reads(results, tier_models, tiers, labels=None):
     """Pair each consumer's ConfigMap, as read, with the data and labels the consumers role would give it.
 
@@ -1031,6 +1046,7 @@ class FilterModule:
             "gate_reuse": gate_reuse,
             "consumer_data": consumer_data,
             "consumer_reads": consumer_reads,
+            "consumer_objects": consumer_objects,
             "upgrade_changes": upgrade_changes,
             "gate_records_patch": _gate_records_patch,
         }
