@@ -46,6 +46,7 @@ description:
   - C(state_drift) lists how the state now differs from what the last finished run left.
   - C(consumer_data) gives the keys a consumer's ConfigMap gets (model, and the tier's URL when asked).
   - C(consumer_objects) gives the k8s_objects_info reads of the consumers' ConfigMaps.
+  - C(consumer_changes) lists what the consumers role would change, from C(consumer_reads)' output.
   - C(consumer_reads) pairs each consumer's ConfigMap read with the data and labels it would get.
   - C(gate_records_patch) stores a gate record and drops the oldest records beyond a count (a merge patch).
   - C(upgrade_changes) lists what an upgrade would still change (empty when the tier is as requested).
@@ -943,6 +944,11 @@ def _release_changes(releases, desired):
 
 
 def _consumer_changes(consumers):
+    """What the consumers role would change: one line per ConfigMap missing, data key or labels that differ.
+
+    Args:
+        consumers (list): ``consumer_reads``' output.
+    """
     changes = []
     for c in consumers or []:
         configmap = c.get("configmap")
@@ -1047,6 +1053,7 @@ class FilterModule:
             "consumer_data": consumer_data,
             "consumer_reads": consumer_reads,
             "consumer_objects": consumer_objects,
+            "consumer_changes": _consumer_changes,
             "upgrade_changes": upgrade_changes,
             "gate_records_patch": _gate_records_patch,
         }

@@ -6,7 +6,9 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.homelab.inference.plugins.filter.inference import (
+    _consumer_changes,
     consumer_data,
+    consumer_objects,
     consumer_reads,
     detour_plan,
     detour_tier_of,
@@ -722,3 +724,22 @@ def test_tier_plan_of_a_tier_without_an_lxc_reads_none():
 def test_tier_plan_without_a_size_fails_clearly():
     with pytest.raises(AnsibleFilterError, match="no size_gb in the catalog"):
         tier_plan("ollama", "qwen2.5:14b", PLAN_TIERS, {}, _reads(layers=()), OPTIONS)
+
+
+def test_consumer_objects_read_each_consumer_configmap_and_carry_the_consumer():
+    consumer = dict(CONSUMER, namespace="docs", configmap="paperless-ai-config")
+    assert consumer_objects([consumer]) == [
+        {"kind": "ConfigMap", "namespace": "docs", "name": "paperless-ai-config", "item": consumer}
+    ]
+    assert consumer_objects(None) == []
+
+
+def test_consumer_changes_name_what_the_consumers_role_would_change():
+    reads = _noop_inputs()["consumers"]
+    assert _consumer_changes(reads) == []
+    changed = consumer_reads(
+        [{"item": CONSUMER, "resources": [reads[0]["configmap"]]}], {"ollama": "phi4-mini"}, CONSUMER_TIERS, LABELS
+    )
+    assert _consumer_changes(changed) == ["consumer paperless-ai: OLLAMA_MODEL 'qwen2.5:14b' -> 'phi4-mini'"]
+    missing = consumer_reads([{"item": CONSUMER, "resources": []}], {"ollama": "phi4-mini"}, CONSUMER_TIERS, LABELS)
+    assert _consumer_changes(missing) == ["consumer paperless-ai: ConfigMap is missing"]
