@@ -21,7 +21,8 @@ PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&
 
 # pytest workers: each runs its share of the test files with twins of its own (most of a twin's time is waiting)
 PYTEST_WORKERS ?= 3
-# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is
+# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is;
+# 0 runs no stress-ng (make test: pytest's workers and their twins run alongside and are the load)
 LOAD_PERCENT ?= 60
 # make chaos: rounds and seed of the long sweep of runs stopped at random instants
 CHAOS_ROUNDS ?= 20
@@ -101,6 +102,11 @@ COLLECTION_TREE := $(BUILD_DIR)/ansible_collections/homelab/inference
 collection-tree: venv
 	rm -rf $(BUILD_DIR)/ansible_collections && mkdir -p $(COLLECTION_TREE)
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp -P --parents -t $(COLLECTION_TREE)
+	@# the collection a module imports from (helm_releases_info: kubernetes.core's module_utils and doc fragment),
+	@# beside ours in the same ansible_collections, where ansible-test looks for dependencies
+	mkdir -p $(BUILD_DIR)/ansible_collections/kubernetes && cp -r \
+		$$($(PY) -c 'import ansible_collections.kubernetes.core as c; print(list(c.__path__)[0])') \
+		$(BUILD_DIR)/ansible_collections/kubernetes/
 	@# a tree without the collection or its unit tests would make ansible-test skip every target and pass
 	test -s $(COLLECTION_TREE)/galaxy.yml && test -d $(COLLECTION_TREE)/tests/unit/plugins
 
@@ -118,13 +124,15 @@ units: collection-tree ## ansible-test units (tests/unit: filters, module_utils)
 	cd $(COLLECTION_TREE) && ansible-test units --local --python 3.11
 
 pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slowest tests listed at the end)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 molecule: venv controlplane ## the molecule scenarios against the twin, with both cores kept busy (stress-ng)
-	@command -v stress-ng >/dev/null || { echo "stress-ng is not installed (apt-get install stress-ng)" >&2; exit 1; }
-	stress-ng --cpu 2 --cpu-load $(LOAD_PERCENT) --timeout 3h --quiet & load=$$!; \
-	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT; \
-	molecule test --all
+	@[ "$(LOAD_PERCENT)" = 0 ] || command -v stress-ng >/dev/null || \
+		{ echo "stress-ng is not installed (apt-get install stress-ng)" >&2; exit 1; }
+	if [ "$(LOAD_PERCENT)" != 0 ]; then stress-ng --cpu 2 --cpu-load $(LOAD_PERCENT) --timeout 3h --quiet & fi; \
+	load=$${!:-}; trap '[ -z "$$load" ] || { kill $$load 2>/dev/null; wait $$load 2>/dev/null; }' EXIT; \
+	molecule test --all; \
+	echo "molecule: load average over the last 1, 5 and 15 minutes: $$(cut -d' ' -f1-3 /proc/loadavg) (2 cores)"
 	@echo "molecule: $$(ls molecule/*/molecule.yml | wc -l) passed, 0 failed"   # reached only when every scenario passed
 
 chaos: venv controlplane ## the long sweep: upgrades stopped at CHAOS_ROUNDS seeded random instants, each recovered
@@ -135,6 +143,8 @@ bench: venv controlplane ## the plays' speed on a fresh twin: wall time, tasks, 
 
 test: ## everything CI runs: lint, ansible-test sanity and units, pytest, molecule
 	@$(MAKE) --no-print-directory -j2 venv controlplane
+	@# one after the other: pytest's three twins keep both cores busy (load average 4 to 5); molecule's twin beside
+	@# them (load 6 to 8) was no faster in all and its clients saw time-outs
 	@$(MAKE) --no-print-directory lint sanity units pytest molecule
 
 clean: ## stop the twin and remove runtime files (keeps the virtualenvs and the control plane build)

@@ -50,13 +50,21 @@ def module_runner(capsys):
     return _run
 
 
-# The longest test files (each a twin of its own and many playbook runs) come first, so `make pytest`'s workers
-# (pytest-xdist, --dist loadfile: a file runs on one worker) start them at once and the short ones fill in.
+# The longest test files (each a twin of its own and many playbook runs), longest first, so `make pytest`'s workers
+# (pytest-xdist, --dist loadfile: a file runs on one worker) start them at once and the short ones fill in the
+# gaps. `make pytest` passes --no-loadscope-reorder: by default xdist orders the files by their number of tests,
+# which put these (one to eight tests each) last and left one worker running the longest alone at the end.
+# The figures are the files' seconds in a `make test` run (printed at the end of every run, "slowest files").
 LONGEST_FIRST = [
-    "tests/matrix/test_stop_and_run_again.py",
-    "tests/matrix/test_stop_anywhere.py",
     "tests/matrix/test_fault_matrix.py",
     "tests/matrix/test_fault_runtimes.py",
+    "tests/matrix/test_stop_anywhere.py",
+    "tests/matrix/test_stop_and_run_again.py",
+    "tests/matrix/test_fault_rollouts.py",
+    "tests/matrix/test_stop_anywhere_late.py",
+    "tests/matrix/test_stop_and_run_again_detour.py",
+    "tests/matrix/test_fault_runtimes_down.py",
+    "tests/plugins/test_collection.py",
 ]
 
 
@@ -66,3 +74,21 @@ def pytest_collection_modifyitems(config, items):
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Sum each file's seconds (set-up, call, tear-down); with xdist the controller sees every worker's reports."""
+    path = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The slowest files, for the order of LONGEST_FIRST (a file runs on one worker)."""
+    if not _FILE_SECONDS or hasattr(terminalreporter.config, "workerinput"):
+        return
+    terminalreporter.write_sep("=", "slowest files (seconds, set-up + call + tear-down)")
+    for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])[:15]:
+        terminalreporter.write_line(f"{seconds:8.1f}s {path}")

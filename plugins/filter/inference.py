@@ -37,6 +37,7 @@ description:
   - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
   - C(upgrade_input_problem) says why the C(tier) and C(model) of an upgrade are bad input (or "").
   - C(lxc_plan) works out the LXC size of a tier (grow, same, shrink, kept larger).
+  - C(tier_plan) plans one tier from what preflight read (checks, notes and the plan entry).
   - C(shown) quotes a value for a message, at most 80 characters.
   - C(node_states) keeps what a restore needs of the tiers' Nodes (cordoned, Ready).
   - C(release_differs) says whether a Helm release is not what a record says it was.
@@ -44,6 +45,8 @@ description:
   - C(node_problems) names the nodes that are cordoned, not Ready or missing.
   - C(state_drift) lists how the state now differs from what the last finished run left.
   - C(consumer_data) gives the keys a consumer's ConfigMap gets (model, and the tier's URL when asked).
+  - C(consumer_objects) gives the k8s_objects_info reads of the consumers' ConfigMaps.
+  - C(consumer_changes) lists what the consumers role would change, from C(consumer_reads)' output.
   - C(consumer_reads) pairs each consumer's ConfigMap read with the data and labels it would get.
   - C(gate_records_patch) stores a gate record and drops the oldest records beyond a count (a merge patch).
   - C(upgrade_changes) lists what an upgrade would still change (empty when the tier is as requested).
@@ -292,6 +295,171 @@ def model_requirements(entry, size_bytes=None):
         "memory_request": request,
         "lxc_memory_mib": lxc,
         "source": source,
+    }
+
+
+def _registry_problem(model, registry_url, manifest):
+    """Why the registry could not say whether ``model`` exists (unreachable, or an answer other than 200/404)."""
+    status = manifest.get("status", -1)
+    if status == -1:
+        how = (
+            f"the Ollama registry {registry_url} could not be reached ({str(manifest.get('msg') or 'no answer')[:160]})"
+        )
+    else:
+        how = f"the Ollama registry {registry_url} answered HTTP {status} {str(manifest.get('msg') or '')[:120]}"
+    return (
+        f"Cannot check model tag {model}: {how}, and Ollama does not have the model yet. This says nothing about "
+        "the tag: check the controller's network, DNS and proxy, or ollama_registry_url, then run again. "
+        "Nothing was changed."
+    )
+
+
+def _ollama_model_facts(model, reads, registry_url):
+    """(size_bytes, problem) of an Ollama model from the /api/tags read and the registry manifest read."""
+    tags, manifest = reads.get("tags") or {}, reads.get("manifest") or {}
+    models = ((tags.get("json") or {}).get("models") or []) if isinstance(tags.get("json"), dict) else []
+    tag = ollama_tag(model)
+    present = tag in [m.get("name") for m in models]
+    in_registry = manifest.get("status") == 200
+    layers = ((manifest.get("json") or {}).get("layers") or []) if isinstance(manifest.get("json"), dict) else []
+    size_bytes = sum(int(layer.get("size") or 0) for layer in layers) or next(
+        (int(m.get("size") or 0) for m in models if m.get("name") == tag), 0
+    )
+    if not present and manifest.get("status", -1) not in (200, 404):
+        return size_bytes, _registry_problem(model, registry_url, manifest)
+    if not (present or in_registry):
+        return (
+            size_bytes,
+            f"Model tag {model} does not exist: the Ollama registry {registry_url} answered 404 for its manifest and "
+            "Ollama does not have it. Check the tag (story 25.2: phi4-mini exists, phi4-mini:3.8b does not) and "
+            "pass -e model=<tag>. Nothing was changed.",
+        )
+    return size_bytes, ""
+
+
+def _lxc_facts(model, tier_conf, vmid, requirements, lxc, options):
+    """(lxc_plan fields, problem, note) of an Ollama tier's LXC from the proxmox_lxc_resources read."""
+    if "config" not in lxc:
+        return {}, f"{lxc.get('msg') or 'cannot read the LXC'}. Nothing was changed.", ""
+    plan = lxc_plan(lxc["config"].get("memory"), requirements["lxc_memory_mib"], options.get("shrink", False))
+    now, target = plan["lxc_memory_now_mib"], plan["lxc_memory_target_mib"]
+    free = int((lxc.get("host_memory") or {}).get("free_mib") or 0)
+    headroom = int(options.get("host_headroom_mib") or 0)
+    if target - now > free - headroom:
+        return (
+            plan,
+            f"{model} is too large for the Proxmox host {options.get('proxmox_node')}: it needs "
+            f"{requirements['memory_limit']} to run, so the LXC {vmid} ({tier_conf['node']}) must grow from {now} to "
+            f"{target} MiB (+{target - now} MiB), but the host has {free} MiB free and keeps {headroom} MiB headroom. "
+            "Pick a smaller model or free host memory. Nothing was changed.",
+            "",
+        )
+    note = ""
+    if plan["lxc_resize"].startswith("kept larger"):
+        note = (
+            f"LXC {vmid} ({tier_conf['node']}) has {now} MiB; {model} needs {requirements['lxc_memory_mib']} MiB. It "
+            "stays larger because inference_lxc_shrink is false; set it to true to give the memory back to the host "
+            "(the node is drained and its LXC restarted, as for a resize)."
+        )
+    return plan, "", note
+
+
+def tier_plan(tier, model, tiers, catalog, reads, options=None):
+    """Plan one tier from what preflight read: the checks of the model and of where it runs, and the plan entry.
+
+    Args:
+        tier (str): the tier (a key of ``inference_tiers``).
+        model (str): the model the tier is to serve (an Ollama tag or a Hugging Face model id).
+        tiers (dict): ``inference_tiers``.
+        catalog (dict): ``inference_model_catalog``.
+        reads (dict): what preflight read, each optional: ``tags`` (the ``uri`` result of Ollama's ``/api/tags``),
+            ``manifest`` (the ``uri`` result of the registry manifest, skipped when Ollama has the model), ``lxc``
+            (the ``proxmox_lxc_resources`` result), ``nodes`` (the Kubernetes Node names), ``previous_model``.
+        options (dict): ``vmid`` (the node's ``lxc_vmid``, none for a node without an LXC), ``gpu_memory_gib``
+            (the node's GPU memory, GiB), ``registry_url``, ``shrink`` (``inference_lxc_shrink``, bool),
+            ``host_headroom_mib`` (MiB the Proxmox host keeps free), ``proxmox_node``.
+
+    Returns:
+        dict: ``problem`` (the first check that failed, naming the field and the fix, ending "Nothing was
+        changed."; "" when none), ``notes`` (warnings to show: a thinking model, an LXC kept larger) and
+        ``entry`` (the tier's ``inference_preflight_plan`` entry; None when there is a problem).
+
+    Raises:
+        AnsibleFilterError: the model's size is unknown (from ``model_requirements``).
+    """
+    options, reads = dict(options or {}), dict(reads or {})
+    conf = tiers[tier]
+    entry = dict((catalog or {}).get(model) or {})
+    runtime = conf["runtime"]
+    vmid = options.get("vmid")
+    vmid = None if str(vmid) in ("", "None") else vmid
+    failed = {"problem": "", "notes": [], "entry": None}
+    size_bytes = 0
+    if runtime == "ollama":
+        size_bytes, problem = _ollama_model_facts(model, reads, options.get("registry_url"))
+        if problem:
+            return dict(failed, problem=problem)
+    elif runtime == "vllm" and (entry.get("runtime") != "vllm" or entry.get("vram_gib") is None):
+        return dict(
+            failed,
+            problem=f"vLLM model {model} is not in inference_model_catalog with runtime: vllm and vram_gib. Add it "
+            "(runtime, vram_gib, served_model_name, quantization, max_model_len) to the catalog in inventory "
+            "group_vars. Nothing was changed.",
+        )
+    requirements = model_requirements(entry, size_bytes)
+    if conf["node"] not in (reads.get("nodes") or []):
+        return dict(
+            failed,
+            problem=f"Node {conf['node']} (inference_tiers.{tier}.node) is not in the cluster. Fix the node name in "
+            "the inventory or join the node. Nothing was changed.",
+        )
+    gpu = float(options.get("gpu_memory_gib") or 0)
+    if runtime == "vllm" and float(entry["vram_gib"]) > gpu:
+        return dict(
+            failed,
+            problem=f"{model} needs {entry['vram_gib']} GiB of GPU memory but {conf['node']} has "
+            f"{options.get('gpu_memory_gib') or 0} "
+            "GiB (gpu_memory_gib in the inventory). Pick a smaller or more quantised model. Nothing was changed.",
+        )
+    notes, lxc = [], lxc_plan(None, requirements["lxc_memory_mib"])
+    if runtime == "ollama" and vmid is not None:
+        lxc, problem, note = _lxc_facts(model, conf, vmid, requirements, reads.get("lxc") or {}, options)
+        if problem:
+            return dict(failed, problem=problem)
+        notes += [note] if note else []
+    if runtime == "ollama" and boolean(entry.get("thinks", False), strict=False):
+        notes.insert(
+            0,
+            f"{model} emits thinking tokens (inference_model_catalog.thinks). On CPU Ollama it cannot be switched off "
+            "reliably (story 25.2); expect the gate to fail on latency and thinking output.",
+        )
+    return {
+        "problem": "",
+        "notes": notes,
+        "entry": {
+            "tier": tier,
+            "runtime": runtime,
+            "release": conf["release"],
+            "model": model,
+            "served_model": ollama_tag(model) if runtime == "ollama" else entry.get("served_model_name") or model,
+            "previous_model": reads.get("previous_model") or "",
+            "catalog": entry,
+            "requirements": requirements,
+            "node": conf["node"],
+            "vmid": vmid if runtime == "ollama" else None,
+            "lxc_memory_now_mib": lxc["lxc_memory_now_mib"],
+            "lxc_memory_target_mib": lxc["lxc_memory_target_mib"],
+            "lxc_memory_needed_mib": requirements["lxc_memory_mib"],
+            "needs_resize": lxc["needs_resize"],
+            "lxc_resize": lxc["lxc_resize"],
+            "lxc_shrink": boolean(options.get("shrink", False), strict=False),
+            "alias": conf["alias"],
+            "api_url": conf["api_url"],
+            "service_url": conf["service_url"],
+            "ca_path": conf.get("ca_path") or "",
+            "keep_models": conf.get("keep_models") or [],
+            "thinks": entry.get("thinks", False),
+        },
     }
 
 
@@ -693,6 +861,20 @@ def consumer_data(consumer, tier_models, tiers):
     return data
 
 
+def consumer_objects(consumers):
+    """The ``k8s_objects_info`` reads of the consumers' ConfigMaps: ``{kind, namespace, name, item}`` each.
+
+    Args:
+        consumers (list): ``inference_consumers`` (``namespace``, ``configmap``, ...).
+
+    Returns:
+        list[dict]: one read per consumer, its ``item`` the consumer (as a loop's results carry it).
+    """
+    return [
+        {"kind": "ConfigMap", "namespace": c["namespace"], "name": c["configmap"], "item": c} for c in consumers or []
+    ]
+
+
 def consumer_reads(results, tier_models, tiers, labels=None):
     """Pair each consumer's ConfigMap, as read, with the data and labels the consumers role would give it.
 
@@ -762,6 +944,11 @@ def _release_changes(releases, desired):
 
 
 def _consumer_changes(consumers):
+    """What the consumers role would change: one line per ConfigMap missing, data key or labels that differ.
+
+    Args:
+        consumers (list): ``consumer_reads``' output.
+    """
     changes = []
     for c in consumers or []:
         configmap = c.get("configmap")
@@ -855,6 +1042,7 @@ class FilterModule:
             "pod_problems": pod_problems,
             "upgrade_input_problem": upgrade_input_problem,
             "lxc_plan": lxc_plan,
+            "tier_plan": tier_plan,
             "shown": shown,
             "node_states": node_states,
             "release_differs": release_differs,
@@ -864,6 +1052,8 @@ class FilterModule:
             "gate_reuse": gate_reuse,
             "consumer_data": consumer_data,
             "consumer_reads": consumer_reads,
+            "consumer_objects": consumer_objects,
+            "consumer_changes": _consumer_changes,
             "upgrade_changes": upgrade_changes,
             "gate_records_patch": _gate_records_patch,
         }

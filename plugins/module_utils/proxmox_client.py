@@ -28,6 +28,7 @@ try:
     from proxmoxer import ProxmoxAPI
     from proxmoxer import __version__ as PROXMOXER_VERSION
     from proxmoxer.core import ResourceException
+    from proxmoxer.tools import Tasks
 
     HAS_PROXMOXER = True
     PROXMOXER_IMPORT_ERROR = None
@@ -124,13 +125,15 @@ def split_token_id(api_user: str | None, api_token_id: str) -> tuple[str, str]:
 def upid_node(upid: str) -> str:
     """Node name in a task id ``UPID:{node}:{pid}:{pstart}:{starttime}:{type}:{id}:{user}:``.
 
+    Decoded by proxmoxer's ``Tasks.decode_upid``.
+
     Raises:
         ValueError: not a UPID.
     """
-    parts = upid.split(":")
-    if len(parts) < 9 or parts[0] != "UPID":
-        raise ValueError(f"not a Proxmox task id (UPID): {upid!r}")
-    return parts[1]
+    try:
+        return Tasks.decode_upid(upid)["node"]
+    except (AssertionError, ValueError):
+        raise ValueError(f"not a Proxmox task id (UPID): {upid!r}") from None
 
 
 class ProxmoxClient:
@@ -337,46 +340,45 @@ class ProxmoxClient:
         return self._call(f"GET /nodes/{name}/tasks/{upid}/status", self.api.nodes(name).tasks(upid).status.get)
 
     def task_log(self, upid: str, limit: int = 50) -> list[str]:
-        """Last lines (at most ``limit``) of ``GET /nodes/{node}/tasks/{upid}/log``."""
+        """Last lines (at most ``limit``) of ``GET /nodes/{node}/tasks/{upid}/log``, by ``Tasks.decode_log``."""
         name = upid_node(upid)
         lines = self._call(
             f"GET /nodes/{name}/tasks/{upid}/log", lambda: self.api.nodes(name).tasks(upid).log.get(limit=10000)
         )
-        return [entry.get("t", "") for entry in lines][-limit:]
+        return Tasks.decode_log(lines).splitlines()[-limit:] if lines else []
 
-    def wait_for_task(self, upid: str, timeout: float = 300, poll_interval: float = 0.1) -> dict:
+    def wait_for_task(self, upid: str, timeout: float = 300, poll_interval: float = 0.2) -> dict:
         """Poll a task until it stops (``status == "stopped"``) and return its status.
+
+        The polling is proxmoxer's ``Tasks.blocking_status`` (``GET /nodes/{node}/tasks/{upid}/status`` every
+        ``poll_interval`` seconds).
 
         Args:
             upid: the task id a power call returned.
             timeout: seconds to wait in all.
-            poll_interval: first pause between polls in seconds; grows to at most 1 s.
+            poll_interval: seconds between polls.
 
         Raises:
             ProxmoxTaskError: the task stopped with an ``exitstatus`` other than ``OK`` (text and log attached).
             ProxmoxTimeout: still running after ``timeout`` seconds.
             ProxmoxError: the status could not be read.
         """
-        deadline = time.monotonic() + timeout
-        pause = poll_interval
-        while True:
-            status = self.task_status(upid)
-            if status.get("status") == "stopped":
-                exitstatus = str(status.get("exitstatus") or "")
-                if exitstatus != "OK":
-                    log = []
-                    try:
-                        log = self.task_log(upid, limit=20)
-                    except ProxmoxError:
-                        pass
-                    raise ProxmoxTaskError(
-                        f"task {upid} failed: {exitstatus}", upid=upid, exitstatus=exitstatus, log=log
-                    )
-                return status
-            if time.monotonic() >= deadline:
-                raise ProxmoxTimeout(f"task {upid} still running after {timeout} s")
-            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-            pause = min(pause * 2, 1.0)
+        name = upid_node(upid)
+        status = self._call(
+            f"GET /nodes/{name}/tasks/{upid}/status",
+            lambda: Tasks.blocking_status(self.api, upid, timeout=timeout, polling_interval=poll_interval),
+        )
+        if status is None:
+            raise ProxmoxTimeout(f"task {upid} still running after {timeout} s")
+        exitstatus = str(status.get("exitstatus") or "")
+        if exitstatus != "OK":
+            log = []
+            try:
+                log = self.task_log(upid, limit=20)
+            except ProxmoxError:
+                pass
+            raise ProxmoxTaskError(f"task {upid} failed: {exitstatus}", upid=upid, exitstatus=exitstatus, log=log)
+        return status
 
     def wait_for_lxc_status(
         self, vmid: int, wanted: str = "running", timeout: float = 60, node: str | None = None

@@ -181,19 +181,6 @@ def v1_url(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
-def scrub(value, secret: str | None):
-    """Replace every occurrence of ``secret`` in strings (recursively) with ``********``."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "********")
-    if isinstance(value, dict):
-        return {k: scrub(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v, secret) for v in value]
-    return value
-
-
 def route_info(status: int | None, headers: dict, body: dict | None, latency: float, error: str | None) -> dict:
     """The routing facts of one response (or error response) from its headers and body."""
     litellm_headers = {k: v for k, v in headers.items() if k.lower().startswith(HEADER_PREFIX)}
@@ -287,13 +274,11 @@ class RouteCheck:
                 info, problems = self.ask(client)
                 if not problems:
                     break
-        result = scrub(dict(info, changed=False, attempts=attempts, alias=params["alias"]), self.secret)
+        # api_key is no_log: AnsibleModule masks its value wherever it occurs in the result (an echoed key too)
+        result = dict(info, changed=False, attempts=attempts, alias=params["alias"])
         if problems:
             self.module.fail_json(
-                msg=scrub(
-                    f"route check for {params['alias']!r} failed after {attempts} attempt(s): " + "; ".join(problems),
-                    self.secret,
-                ),
+                msg=f"route check for {params['alias']!r} failed after {attempts} attempt(s): " + "; ".join(problems),
                 **result,
             )
         self.module.exit_json(

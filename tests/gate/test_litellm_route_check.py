@@ -335,3 +335,37 @@ def test_thinking_through_litellm_is_still_detected(module_runner, vllm_running)
     assert result.failed
     assert "thinking output in 3/3 answers" in result["failures"]
     assert "valid JSON 0.00 < 0.95" in result["failures"]
+
+
+def test_a_key_echoed_by_the_server_is_masked(module_runner):
+    """api_key is no_log: a server that echoes it in an error (some proxies do) does not leak it into the result."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    key = "sk-echoed-" + secrets.token_hex(8)
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"error": {"message": f"invalid key {self.headers['authorization']}"}}).encode()
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = module_runner(
+            litellm_route_check,
+            {"api_url": f"http://127.0.0.1:{server.server_port}", "api_key": key, "alias": "x", "timeout": 5},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.failed and result["status"] == 401
+    assert "invalid key" in result["msg"] and "********" in result["msg"], result["msg"]
+    assert key not in json.dumps(result)

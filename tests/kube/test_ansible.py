@@ -369,3 +369,30 @@ def test_kubernetes_core_modules(twin: Twin, namespace, tmp_path):
     assert twin.kubectl("-n", namespace, "get", "deploy", "ollama", check=False).returncode == 1
     twin.wait_for(lambda: live_pods(twin, namespace, "app=ollama") == [], what="the garbage collector")
     assert not kjson(twin, "get", "node", NODE)["spec"].get("unschedulable")
+
+
+def test_k8s_objects_info_reads_several_kinds_in_one_call(twin, namespace, module_runner):
+    """homelab.inference.k8s_objects_info: each read as kubernetes.core.k8s_info gives it, in order, items kept."""
+    from ansible_collections.homelab.inference.plugins.modules import k8s_objects_info
+
+    twin.kubectl("-n", namespace, "create", "configmap", "consumer", "--from-literal=model=phi4-mini")
+    args = {"kubeconfig": str(twin.kubeconfig)}
+    objects = [
+        {"kind": "Node"},
+        {"kind": "ConfigMap", "namespace": namespace, "name": "consumer", "item": {"name": "paperless-ai"}},
+        {"kind": "ConfigMap", "namespace": namespace, "name": "absent"},
+        {"kind": "Deployment", "api_version": "apps/v1", "namespace": namespace},
+        {"kind": "ConfigMap", "namespace": namespace, "label_selectors": ["no-such-label=x"]},
+    ]
+    result = module_runner(k8s_objects_info, dict(args, objects=objects), check_mode=True)
+    assert not result.failed, result.get("msg")
+    nodes, consumer, absent, deployments, selected = result["results"]
+    assert NODE in [n["metadata"]["name"] for n in nodes["resources"]] and nodes["api_found"] is True
+    assert consumer["resources"][0]["data"] == {"model": "phi4-mini"}
+    assert consumer["item"] == {"name": "paperless-ai"} and absent["item"] is None
+    assert absent["resources"] == [] and deployments["resources"] == [] and selected["resources"] == []
+    assert consumer["object"]["name"] == "consumer" and consumer["object"]["kind"] == "ConfigMap"
+    unknown = module_runner(k8s_objects_info, dict(args, objects=[{"kind": "NoSuchKind"}]))
+    assert not unknown.failed and unknown["results"][0]["api_found"] is False
+    bad = module_runner(k8s_objects_info, dict(args, objects=[{"name": "x"}]))
+    assert bad.failed and "kind" in bad["msg"]

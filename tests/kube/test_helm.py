@@ -180,3 +180,31 @@ def test_atomic_upgrade_rolls_back_when_pods_never_get_ready(twin, namespace):
     # the Pod that could not pull its image is gone; the old one kept serving throughout
     (pod,) = wait_running(k, namespace, "app.kubernetes.io/instance=app")
     assert pod["spec"]["containers"][0]["image"] == "docker.io/library/nginx:1.27"
+
+
+def test_helm_releases_info_reads_several_releases_in_one_call(twin, namespace, module_runner):
+    """homelab.inference.helm_releases_info: status and user-supplied values of each release, none for a missing one,
+    the same fields kubernetes.core.helm_info gives (less manifest, notes and hooks)."""
+    from ansible_collections.homelab.inference.plugins.modules import helm_releases_info
+
+    from tests.twin import HELM
+
+    helm(twin, "install", "one", CHART, "-n", namespace, "--set", "message=hi")
+    helm(twin, "install", "two", CHART, "-n", namespace, "--set", "replicas=0")
+    args = {"kubeconfig": str(twin.kubeconfig), "binary_path": HELM, "release_namespace": namespace}
+    result = module_runner(
+        helm_releases_info, dict(args, release_names=["two", "absent", "one"], release_state=["all"])
+    )
+    assert not result.failed, result.get("msg")
+    assert result["changed"] is False
+    assert [entry["item"] for entry in result["results"]] == ["two", "absent", "one"]
+    two, absent, one = result["results"]
+    assert "status" not in absent
+    assert one["status"]["values"] == {"message": "hi"} and two["status"]["values"] == {"replicas": 0}
+    assert one["status"]["status"] == "deployed" and one["status"]["revision"] == "1"
+    assert one["status"]["chart"].startswith("demo-") and one["status"]["namespace"] == namespace
+    all_values = module_runner(helm_releases_info, dict(args, release_names=["one"], get_all_values=True))
+    assert all_values["results"][0]["status"]["values"]["message"] == "hi"
+    assert "replicas" in all_values["results"][0]["status"]["values"]  # the chart's default merged in
+    bad = module_runner(helm_releases_info, dict(args, release_names=["one"], release_state=["everything"]))
+    assert bad.failed and bad["msg"].startswith("release_state: unknown state(s) everything")

@@ -106,6 +106,19 @@ def test_restart_timeout_fails_with_the_field_named(twin, module_runner):
     assert result["changed"] is True  # the config change was made before the reboot
 
 
+def test_a_failing_reboot_task_fails_with_its_exit_status_and_log(twin, module_runner):
+    twin.call(setattr, twin.host, "task_fault", lambda action: "cannot mount rootfs" if action == "reboot" else None)
+    try:
+        result = no_secret(module_runner(mod, twin.module_args(vmid=103, cores=4, restart=True, restart_timeout=30)))
+    finally:
+        twin.call(setattr, twin.host, "task_fault", None)
+    assert result.failed
+    assert "cannot mount rootfs" in result["msg"], result["msg"]
+    assert result["changed"] is True  # the config change was made before the reboot
+    assert result["task"]["exitstatus"] == "cannot mount rootfs"
+    assert result["task"]["log"] == ["TASK ERROR: cannot mount rootfs"]
+
+
 def test_beyond_host_memory_fails_before_any_change(twin, module_runner):
     free = TOTAL_MIB - RESERVED_MIB - (4096 + 8192 + 8192)
     result = no_secret(module_runner(mod, twin.module_args(vmid=103, memory=8192 + free + 1024)))

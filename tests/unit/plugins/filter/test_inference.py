@@ -6,7 +6,9 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.homelab.inference.plugins.filter.inference import (
+    _consumer_changes,
     consumer_data,
+    consumer_objects,
     consumer_reads,
     detour_plan,
     detour_tier_of,
@@ -25,6 +27,7 @@ from ansible_collections.homelab.inference.plugins.filter.inference import (
     runtime_problem,
     shown,
     state_drift,
+    tier_plan,
     upgrade_changes,
     upgrade_input_problem,
 )
@@ -582,3 +585,161 @@ def test_consumer_data_names_a_bad_tier():
     assert consumer_data({"tier": "ollama", "model_key": "M"}, {"ollama": "m"}, CONSUMER_TIERS) == {"M": "m"}
     with pytest.raises(AnsibleFilterError, match=r"consumer paperless-ai: tier 'gpu' is not in inference_tiers"):
         consumer_data({**CONSUMER, "tier": "gpu"}, {"ollama": "m"}, CONSUMER_TIERS)
+
+
+PLAN_TIERS = {
+    "ollama": {
+        "runtime": "ollama",
+        "release": "ollama",
+        "node": "k3s-worker-cpu",
+        "alias": "ollama-qwen",
+        "api_url": "https://ollama.lab",
+        "service_url": "http://ollama:11434",
+    },
+    "vllm": {
+        "runtime": "vllm",
+        "release": "vllm",
+        "node": "k3s-gpu",
+        "alias": "vllm-qwen",
+        "api_url": "https://vllm.lab",
+        "service_url": "http://vllm:8000",
+    },
+}
+PLAN_CATALOG = {
+    "qwen2.5:14b": {"size_gb": 9.0},
+    "qwen3:4b": {"size_gb": 2.5, "thinks": True},
+    "Qwen/Qwen3-8B-AWQ": {
+        "runtime": "vllm",
+        "vram_gib": 10,
+        "served_model_name": "Qwen/Qwen3-8B-AWQ",
+        "memory_limit": "16Gi",
+        "memory_request": "8Gi",
+        "lxc_memory_mib": 0,
+    },
+    "Qwen/Qwen2.5-32B-AWQ": {
+        "runtime": "vllm",
+        "vram_gib": 20,
+        "memory_limit": "16Gi",
+        "memory_request": "8Gi",
+        "lxc_memory_mib": 0,
+    },
+}
+NODES = ["k3s-worker-cpu", "k3s-gpu"]
+
+
+def _reads(present=(), manifest_status=200, layers=(5_000_000_000,), memory=8192, free_mib=20000, **extra):
+    reads = {
+        "tags": {"status": 200, "json": {"models": [{"name": n, "size": 2_500_000_000} for n in present]}},
+        "manifest": {"status": manifest_status, "json": {"layers": [{"size": b} for b in layers]}}
+        if manifest_status not in (None, -1)
+        else ({"status": -1, "msg": "Connection refused"} if manifest_status == -1 else {"skipped": True}),
+        "lxc": {"config": {"memory": memory}, "host_memory": {"free_mib": free_mib}},
+        "nodes": NODES,
+        "previous_model": "phi4-mini:latest",
+    }
+    reads.update(extra)
+    return reads
+
+
+OPTIONS = {
+    "vmid": 103,
+    "gpu_memory_gib": 12,
+    "registry_url": "https://registry.ollama.ai",
+    "shrink": False,
+    "host_headroom_mib": 1024,
+    "proxmox_node": "pve",
+}
+
+
+def test_tier_plan_grows_the_lxc_for_a_model_from_the_registry():
+    plan = tier_plan("ollama", "qwen2.5:14b", PLAN_TIERS, PLAN_CATALOG, _reads(), OPTIONS)
+    assert plan["problem"] == "" and plan["notes"] == []
+    entry = plan["entry"]
+    assert entry["served_model"] == "qwen2.5:14b" and entry["previous_model"] == "phi4-mini:latest"
+    assert entry["requirements"]["memory_limit"] == "16Gi" and entry["lxc_memory_needed_mib"] == 20480
+    assert (entry["lxc_memory_now_mib"], entry["lxc_memory_target_mib"]) == (8192, 20480)
+    assert entry["needs_resize"] is True and entry["lxc_resize"] == "grow" and entry["vmid"] == 103
+
+
+def test_tier_plan_sizes_a_model_ollama_has_from_its_tags_and_keeps_a_larger_lxc():
+    plan = tier_plan(
+        "ollama", "qwen3:4b", PLAN_TIERS, {}, _reads(present=["qwen3:4b"], manifest_status=None, memory=20480), OPTIONS
+    )
+    assert plan["problem"] == ""
+    assert plan["entry"]["requirements"]["size_gb"] == 2.5  # /api/tags' size: 2.5 GB
+    assert plan["entry"]["lxc_resize"].startswith("kept larger") and plan["entry"]["needs_resize"] is False
+    assert len(plan["notes"]) == 1 and "It stays larger because inference_lxc_shrink is false" in plan["notes"][0]
+
+
+def test_tier_plan_warns_of_a_thinking_model_first():
+    plan = tier_plan("ollama", "qwen3:4b", PLAN_TIERS, PLAN_CATALOG, _reads(memory=20480), OPTIONS)
+    assert plan["notes"][0].startswith("qwen3:4b emits thinking tokens") and len(plan["notes"]) == 2
+
+
+@pytest.mark.parametrize(
+    "tier, model, reads, options, fragment",
+    [
+        ("ollama", "phi4-mini:3.8b", {"manifest_status": 404}, {}, "Model tag phi4-mini:3.8b does not exist"),
+        (
+            "ollama",
+            "llama3.1:8b",
+            {"manifest_status": -1},
+            {},
+            "the Ollama registry https://registry.ollama.ai could not be reached (Connection refused)",
+        ),
+        ("ollama", "llama3.1:8b", {"manifest_status": 503}, {}, "answered HTTP 503"),
+        ("vllm", "Qwen/Qwen2.5-7B", {}, {}, "is not in inference_model_catalog with runtime: vllm and vram_gib"),
+        ("vllm", "Qwen/Qwen2.5-32B-AWQ", {}, {}, "needs 20 GiB of GPU memory but k3s-gpu has 12 GiB"),
+        ("ollama", "qwen2.5:14b", {"nodes": ["k3s-gpu"]}, {}, "Node k3s-worker-cpu (inference_tiers.ollama.node)"),
+        (
+            "ollama",
+            "qwen2.5:14b",
+            {"free_mib": 5000},
+            {},
+            "too large for the Proxmox host pve: it needs 16Gi to run, so the LXC 103 (k3s-worker-cpu) must grow from "
+            "8192 to 20480 MiB (+12288 MiB), but the host has 5000 MiB free and keeps 1024 MiB headroom",
+        ),
+        (
+            "ollama",
+            "qwen2.5:14b",
+            {"lxc": {"failed": True, "msg": "cannot use the Proxmox VE API at https://pve"}},
+            {},
+            "cannot use the Proxmox VE API at https://pve. Nothing was changed.",
+        ),
+    ],
+)
+def test_tier_plan_names_the_first_problem_and_plans_nothing(tier, model, reads, options, fragment):
+    plan = tier_plan(tier, model, PLAN_TIERS, PLAN_CATALOG, _reads(**reads), dict(OPTIONS, **options))
+    assert fragment in plan["problem"], plan["problem"]
+    assert plan["problem"].endswith("Nothing was changed.") and plan["entry"] is None
+
+
+def test_tier_plan_of_a_tier_without_an_lxc_reads_none():
+    plan = tier_plan("vllm", "Qwen/Qwen3-8B-AWQ", PLAN_TIERS, PLAN_CATALOG, _reads(lxc=None), dict(OPTIONS, vmid=None))
+    entry = plan["entry"]
+    assert plan["problem"] == "" and entry["vmid"] is None and entry["lxc_resize"] == "none"
+    assert entry["served_model"] == "Qwen/Qwen3-8B-AWQ" and entry["needs_resize"] is False
+
+
+def test_tier_plan_without_a_size_fails_clearly():
+    with pytest.raises(AnsibleFilterError, match="no size_gb in the catalog"):
+        tier_plan("ollama", "qwen2.5:14b", PLAN_TIERS, {}, _reads(layers=()), OPTIONS)
+
+
+def test_consumer_objects_read_each_consumer_configmap_and_carry_the_consumer():
+    consumer = dict(CONSUMER, namespace="docs", configmap="paperless-ai-config")
+    assert consumer_objects([consumer]) == [
+        {"kind": "ConfigMap", "namespace": "docs", "name": "paperless-ai-config", "item": consumer}
+    ]
+    assert consumer_objects(None) == []
+
+
+def test_consumer_changes_name_what_the_consumers_role_would_change():
+    reads = _noop_inputs()["consumers"]
+    assert _consumer_changes(reads) == []
+    changed = consumer_reads(
+        [{"item": CONSUMER, "resources": [reads[0]["configmap"]]}], {"ollama": "phi4-mini"}, CONSUMER_TIERS, LABELS
+    )
+    assert _consumer_changes(changed) == ["consumer paperless-ai: OLLAMA_MODEL 'qwen2.5:14b' -> 'phi4-mini'"]
+    missing = consumer_reads([{"item": CONSUMER, "resources": []}], {"ollama": "phi4-mini"}, CONSUMER_TIERS, LABELS)
+    assert _consumer_changes(missing) == ["consumer paperless-ai: ConfigMap is missing"]
