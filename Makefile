@@ -21,8 +21,7 @@ PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&
 
 # pytest workers: each runs its share of the test files with twins of its own (most of a twin's time is waiting)
 PYTEST_WORKERS ?= 3
-# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is;
-# 0 runs no stress-ng (make test: pytest's workers and their twins run alongside and are the load)
+# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is
 LOAD_PERCENT ?= 60
 # make chaos: rounds and seed of the long sweep of runs stopped at random instants
 CHAOS_ROUNDS ?= 20
@@ -127,10 +126,9 @@ pytest: venv controlplane ## the pytest suite, on $(PYTEST_WORKERS) workers (slo
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 molecule: venv controlplane ## the molecule scenarios against the twin, with both cores kept busy (stress-ng)
-	@[ "$(LOAD_PERCENT)" = 0 ] || command -v stress-ng >/dev/null || \
-		{ echo "stress-ng is not installed (apt-get install stress-ng)" >&2; exit 1; }
-	if [ "$(LOAD_PERCENT)" != 0 ]; then stress-ng --cpu 2 --cpu-load $(LOAD_PERCENT) --timeout 3h --quiet & fi; \
-	load=$${!:-}; trap '[ -z "$$load" ] || { kill $$load 2>/dev/null; wait $$load 2>/dev/null; }' EXIT; \
+	@command -v stress-ng >/dev/null || { echo "stress-ng is not installed (apt-get install stress-ng)" >&2; exit 1; }
+	stress-ng --cpu 2 --cpu-load $(LOAD_PERCENT) --timeout 3h --quiet & load=$$!; \
+	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT; \
 	molecule test --all; \
 	echo "molecule: load average over the last 1, 5 and 15 minutes: $$(cut -d' ' -f1-3 /proc/loadavg) (2 cores)"
 	@echo "molecule: $$(ls molecule/*/molecule.yml | wc -l) passed, 0 failed"   # reached only when every scenario passed

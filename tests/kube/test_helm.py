@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.kube.kube_helpers import CHART, UNKNOWN_IMAGE, helm, kjson, live_pods, wait_running
+from tests.twin import HELM
 
 pytestmark = pytest.mark.slow
 
@@ -186,8 +187,6 @@ def test_helm_releases_info_reads_several_releases_in_one_call(twin, namespace, 
     """homelab.inference.helm_releases_info: status and user-supplied values of each release, none for a missing one,
     the same fields kubernetes.core.helm_info gives (less manifest, notes and hooks)."""
     from ansible_collections.homelab.inference.plugins.modules import helm_releases_info
-
-    from tests.twin import HELM
 
     helm(twin, "install", "one", CHART, "-n", namespace, "--set", "message=hi")
     helm(twin, "install", "two", CHART, "-n", namespace, "--set", "replicas=0")
