@@ -5,6 +5,8 @@ Environment:
     LAB_ADDRESS      the twin's loopback address (default: chosen from LAB_DIR, see :func:`choose_address`)
     LAB_TIME_SCALE   overrides ``time_scale`` (one real-lab second takes this many seconds)
     LAB_LITELLM_BIN  the ``litellm`` executable (default ``<repo>/.venv-litellm/bin/litellm``)
+    LAB_LITELLM_ZYGOTE  ``0``: exec the ``litellm`` binary for every LiteLLM Pod instead of forking it from the
+                     zygote that imported LiteLLM once (``lab/litellm_zygote.py``; default ``1``)
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class LabConfig:
     address: str = "127.0.0.1"
     time_scale: float = 0.01
     litellm_bin: Path = field(default_factory=lambda: REPO / ".venv-litellm" / "bin" / "litellm")
+    litellm_zygote: bool = True
     models_path: Path = field(default_factory=lambda: REPO / "lab" / "models.yaml")
 
     def port(self, name: str) -> int:
@@ -151,5 +154,10 @@ def load_config(lab_dir: str | os.PathLike | None = None, address: str | None = 
     time_scale = float(os.environ.get("LAB_TIME_SCALE", topology.get("time_scale", 0.01)))
     litellm_bin = Path(os.environ.get("LAB_LITELLM_BIN", REPO / ".venv-litellm" / "bin" / "litellm"))
     return LabConfig(
-        topology=topology, lab_dir=lab_dir, address=address, time_scale=time_scale, litellm_bin=litellm_bin
+        topology=topology,
+        lab_dir=lab_dir,
+        address=address,
+        time_scale=time_scale,
+        litellm_bin=litellm_bin,
+        litellm_zygote=os.environ.get("LAB_LITELLM_ZYGOTE", "1") != "0",
     )

@@ -66,7 +66,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from lab.kubeclient import Reflector, close_api_client, new_api_client
-from lab.litellm_runner import LiteLLMProcess
+from lab.litellm_runner import BASE_ENV, LiteLLMProcess, LiteLLMZygote, interpreter
 from lab.units import mib_quantity, parse_quantity
 
 if TYPE_CHECKING:
@@ -628,6 +628,8 @@ class Kubelet:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.admin = None  # an admin ApiClient for what k3s's server does for nodes (node-role labels)
         self._tasks: set[asyncio.Task] = set()
+        self._litellm_zygote: LiteLLMZygote | None = None
+        self._litellm_zygote_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -657,6 +659,8 @@ class Kubelet:
             task.cancel()
         for agent in self.nodes.values():
             await agent.close()
+        if self._litellm_zygote is not None:
+            await self._litellm_zygote.close()
         close_api_client(self.admin)
 
     async def node_stopped(self, name: str) -> None:
@@ -776,7 +780,7 @@ class Kubelet:
                 container.log_file = self.cfg.log_dir / "pods" / f"{stem}.log"
                 runtime.containers[spec["name"]] = container
             if container.state == "running" and not self._alive(container):
-                code = container.process.proc.returncode if container.process.proc is not None else None
+                code = container.process.returncode
                 self._terminated(container, exit_code(code), "Error", f"the process exited ({code})")
             if container.state != "running":
                 await self._start_container(agent, runtime, spec, container)
@@ -1077,7 +1081,7 @@ class Kubelet:
         while process is not None and process.running and container.process is process:
             await asyncio.sleep(0.5)
         if container.process is process and container.state == "running" and not container.stopping:
-            code = process.proc.returncode if process.proc is not None else 1
+            code = process.returncode if process.returncode is not None else 1
             self._terminated(container, exit_code(code), "Error", f"the process exited ({code})")
             runtime.wake.set()
 
@@ -1192,10 +1196,28 @@ class Kubelet:
             config_yaml=config_yaml,
             env=env,
             log_file=container.log_file,
+            zygote=await self._zygote(),
         )
         container.process = process
         container.port = port
         await process.start()
+
+    async def _zygote(self) -> LiteLLMZygote | None:
+        """The LiteLLM zygote (``lab/litellm_zygote.py``), started at the first LiteLLM Pod: a LiteLLM start costs
+        about 0.5 s of CPU instead of 9. None when ``LAB_LITELLM_ZYGOTE=0`` or it cannot import LiteLLM (exec then).
+        """
+        if not self.cfg.litellm_zygote:
+            return None
+        async with self._litellm_zygote_lock:
+            if self._litellm_zygote is None:
+                python = interpreter(self.cfg.litellm_bin)
+                if python is None:
+                    return None
+                zygote = LiteLLMZygote(python, self.cfg.log_dir / "litellm-zygote.log", BASE_ENV)
+                if not await zygote.start():
+                    log.warning("the LiteLLM zygote did not start (see %s): LiteLLM Pods exec", zygote.log_file)
+                self._litellm_zygote = zygote
+            return self._litellm_zygote if self._litellm_zygote.alive else None
 
     # -- status ---------------------------------------------------------------------------------------------
 

@@ -108,16 +108,18 @@ def _pod_ready(pod: dict) -> bool:
 
 
 def _processes(text: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every process of this machine whose command line contains ``text``."""
+    """(pid, command line) of every process of this machine whose command line or working directory contains
+    ``text`` (a LiteLLM process forked from the twin's zygote has the zygote's command line, its Pod's directory)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd") + "/"
         except OSError:
             continue
-        if text in cmdline:
+        if text in cmdline or text in cwd:
             found.append((int(entry.name), cmdline))
     return found
 
