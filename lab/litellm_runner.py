@@ -28,16 +28,20 @@ READ_AFTER_IMPORT = frozenset({"LITELLM_MASTER_KEY"})
 
 
 def interpreter(binary: Path) -> Path | None:
-    """The Python interpreter a console script runs with (its ``#!`` line), or None when it has none."""
+    """The Python interpreter a console script runs with: its ``#!`` line or, for a script pip wrote with a
+    ``/bin/sh`` launcher (an interpreter path too long for ``#!``), the path on its ``exec`` line. None when it
+    names none."""
     try:
         with binary.open("rb") as script:
-            first = script.readline(512)
+            first, second = script.readline(512), script.readline(4096)
     except OSError:
         return None
     if not first.startswith(b"#!"):
         return None
     command = first[2:].decode(errors="replace").split()
-    return Path(command[0]) if command else None
+    if command and command[0] == "/bin/sh" and second.startswith(b"'''exec' "):
+        command = second.decode(errors="replace").split()[1:]
+    return Path(command[0].strip("'\"")) if command else None
 
 
 class LiteLLMZygote:
@@ -74,10 +78,12 @@ class LiteLLMZygote:
             )
         self._reader = asyncio.create_task(self._read())
         try:
-            return await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
+            ready = False
+        if not ready:
             await self.close()
-            return False
+        return ready
 
     @property
     def alive(self) -> bool:

@@ -36,11 +36,12 @@ options:
     aliases: [namespace]
   release_state:
     description:
-      - Release states to list, as C(helm list) flags (V(all), V(deployed), V(failed), V(pending), V(superseded),
-        V(uninstalled), V(uninstalling)). Empty lists what C(helm list) lists by default (deployed and failed).
+      - Release states to list, as C(helm list) flags. Empty lists what C(helm list) lists by default (deployed
+        and failed).
       - V(all) also finds a release stuck in C(pending-install), C(pending-upgrade) or C(pending-rollback).
     type: list
     elements: str
+    choices: [all, deployed, failed, pending, superseded, uninstalled, uninstalling]
     default: []
   get_all_values:
     description:
@@ -136,7 +137,7 @@ def module_args():
     spec.update(
         release_names=dict(type="list", elements="str", required=True),
         release_namespace=dict(type="str", required=True, aliases=["namespace"]),
-        release_state=dict(type="list", elements="str", default=[]),
+        release_state=dict(type="list", elements="str", choices=list(RELEASE_STATES), default=[]),
         get_all_values=dict(type="bool", default=False),
     )
     return spec
@@ -150,11 +151,6 @@ class HelmReleasesInfo:
         self.params = module.params
 
     def run(self):
-        unknown = sorted(set(self.params["release_state"]) - set(RELEASE_STATES))
-        if unknown:
-            self.module.fail_json(
-                msg=f"release_state: unknown state(s) {', '.join(unknown)}; use any of {', '.join(RELEASE_STATES)}"
-            )
         listed = {release.get("name"): release for release in self.list_releases()}
         results = []
         for name in self.params["release_names"]:

@@ -21,8 +21,8 @@ description:
   - O(state=recorded) renews the lock and writes the record with O(step), O(status) and O(data) merged in. Write it
     before the first change, with the recorded previous state in O(data), and at every step after.
   - O(state=released) writes the final O(status) (when given) and deletes the Lease if this run holds it.
-  - In check mode O(state=acquired) only checks that the lock is free (it fails like a real run would) and the other
-    states change nothing.
+  - In check mode O(state=acquired) only checks that the lock is free (it fails like a real run would),
+    O(state=recorded) calls no API (it sets the step's fact only) and O(state=released) changes nothing.
 version_added: "0.1.0"
 author: home-lab inference project (!UNKNOWN)
 options:
@@ -216,6 +216,12 @@ class InferenceRun:
         result = {"changed": False, "holder": self.holder, "lease": {}, "record": {}, "unfinished": None}
         result["controller_pid"] = controller_pid()
         result["taken_over"] = None
+        if self.module.check_mode and p["state"] == "recorded":
+            # a preview records nothing: the step reached as a fact, without a read of the record
+            self.lock.close()
+            if p["step"]:
+                result["ansible_facts"] = {"inference_run_current_step": p["step"]}
+            return result
         try:
             record = self.lock.read_record() or {}
             result["record"] = record

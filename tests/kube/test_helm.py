@@ -206,4 +206,5 @@ def test_helm_releases_info_reads_several_releases_in_one_call(twin, namespace, 
     assert all_values["results"][0]["status"]["values"]["message"] == "hi"
     assert "replicas" in all_values["results"][0]["status"]["values"]  # the chart's default merged in
     bad = module_runner(helm_releases_info, dict(args, release_names=["one"], release_state=["everything"]))
-    assert bad.failed and bad["msg"].startswith("release_state: unknown state(s) everything")
+    assert bad.failed and "value of release_state must be one or more of: all, deployed" in bad["msg"]
+    assert bad["msg"].endswith("Got no match for: everything")

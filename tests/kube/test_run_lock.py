@@ -107,3 +107,23 @@ def test_a_record_stays_unfinished_until_a_restore_completes(status, left):
     assert (unfinished(record, "B") is record) is left
     assert unfinished(record, "A") is None, "a run never restores its own record"
     assert unfinished(None, "B") is None
+
+
+def test_a_step_in_check_mode_sets_its_fact_and_calls_no_api(module_runner, tmp_path):
+    """A preview records nothing: state=recorded in check mode returns the step's fact without reading the record
+    (the API server here refuses every connection, so any call would fail the task)."""
+    from ansible_collections.homelab.inference.plugins.modules import inference_run
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    args = {"kubeconfig": str(kubeconfig), "namespace": "ml", "name": "inference-run", "run_id": "r1"}
+    step = module_runner(inference_run, dict(args, state="recorded", step="gate", status="running"), check_mode=True)
+    assert not step.failed, step.get("msg")
+    assert step["changed"] is False and step["ansible_facts"] == {"inference_run_current_step": "gate"}
+    assert step["record"] == {} and step["lease"] == {}
+    acquire = module_runner(inference_run, dict(args, state="acquired"), check_mode=True)
+    assert acquire.failed and "127.0.0.1:1" in acquire["msg"], "acquiring in check mode still reads the lock"

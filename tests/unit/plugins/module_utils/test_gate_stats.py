@@ -1,0 +1,98 @@
+"""The gate's statistics (plugins/module_utils/gate_stats.py): intervals as statsmodels computes them, and the
+verdict rules on each side of a threshold."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.homelab.inference.plugins.module_utils.gate_stats import (
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    check_max_drop,
+    check_minimum,
+    paired_test,
+    percentile,
+    rate,
+    rate_difference,
+    verdict,
+)
+
+
+def test_nine_of_ten_cannot_tell_ninety_from_ninety_nine_percent():
+    # story 12.8: 9 valid answers of 10 "looked acceptable" against a 95 % target
+    got = rate(9, 10)
+    assert got["value"] == 0.9 and got["n"] == 10 and got["method"] == "wilson"
+    assert got["low"] == pytest.approx(0.596, abs=1e-3) and got["high"] == pytest.approx(0.982, abs=1e-3)
+    assert check_minimum(got, 0.95) == INCONCLUSIVE
+    exact = rate(9, 10, method="beta")
+    assert exact["low"] < got["low"], "Clopper-Pearson is wider than Wilson"
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "threshold", "expected"),
+    [
+        (10, 10, 0.70, PASSED),  # Wilson [0.722, 1.0] clears 0.70
+        (9, 10, 0.70, INCONCLUSIVE),
+        (2, 10, 0.70, FAILED),  # [0.057, 0.510] lies below
+        (73, 73, 0.95, PASSED),  # the smallest all-valid sample whose lower bound reaches 0.95
+        (72, 72, 0.95, INCONCLUSIVE),
+    ],
+)
+def test_a_minimum_passes_or_fails_only_when_the_interval_is_on_one_side(successes, n, threshold, expected):
+    assert check_minimum(rate(successes, n), threshold) == expected
+
+
+def test_the_difference_and_a_maximum_drop():
+    worse = rate_difference((8, 10), (10, 10))
+    assert worse["value"] == pytest.approx(-0.2) and worse["method"] == "newcomb"
+    assert worse["low"] == pytest.approx(-0.510, abs=1e-3) and worse["high"] == pytest.approx(0.112, abs=1e-3)
+    assert check_max_drop(worse, 0.05) == INCONCLUSIVE, "ten documents cannot tell a 20-point drop from none"
+    clearly_worse = rate_difference((40, 100), (95, 100))
+    assert check_max_drop(clearly_worse, 0.05) == FAILED
+    as_good = rate_difference((99, 100), (98, 100))
+    assert check_max_drop(as_good, 0.05) == PASSED
+
+
+def test_mcnemar_on_the_same_documents():
+    champion = [True] * 20
+    challenger = [True] * 12 + [False] * 8
+    got = paired_test(challenger, champion)
+    assert got["table"] == [[12, 8], [0, 0]] and got["discordant"] == 8 and got["exact"] is True
+    assert got["pvalue"] == pytest.approx(2 * 0.5**8)  # the exact binomial test of 0 of 8 discordant
+    same = paired_test([True, False, True], [True, False, True])
+    assert same["discordant"] == 0 and same["pvalue"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one outcome per document for both models, got 2 and 3"):
+        paired_test([True, True], [True, True, False])
+
+
+def test_percentile_with_its_sample_size():
+    got = percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95)
+    assert got == {"value": pytest.approx(4.8), "q": 95, "n": 5}
+    assert percentile([], 95) == {"value": None, "q": 95, "n": 0}
+    with pytest.raises(ValueError, match="q must be a percentile from 0 to 100"):
+        percentile([1.0], 950)
+
+
+def test_the_verdict_is_the_worst_check():
+    assert verdict([PASSED, INCONCLUSIVE, PASSED]) == INCONCLUSIVE
+    assert verdict([INCONCLUSIVE, FAILED]) == FAILED
+    assert verdict([PASSED, PASSED]) == PASSED
+    assert verdict([]) == PASSED
+    with pytest.raises(ValueError, match="unknown check verdict"):
+        verdict(["maybe"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: rate(11, 10), "rate: successes must be an integer from 0 to 10, got 11"),
+        (lambda: rate(0, 0), "rate: the number of documents must be a positive integer, got 0"),
+        (lambda: rate(5, 10, confidence=95), "confidence must be between 0 and 1"),
+        (lambda: rate(5, 10, method="wald"), "method must be one of wilson, beta"),
+        (lambda: rate_difference((5, 10), (3, 2)), "champion: successes must be an integer from 0 to 2"),
+        (lambda: check_max_drop({"low": 0, "high": 0}, -0.1), "max_drop must be 0 or more"),
+    ],
+)
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
