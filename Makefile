@@ -72,7 +72,8 @@ demo: ## rebuild the tier on the twin, upgrade Ollama to qwen2.5:14b, print the 
 	$(PY) -m lab reset; \
 	kubectl --kubeconfig $(LAB_DIR)/kubeconfig apply -f lab/fixtures/paperless-ai.yaml; \
 	ansible-playbook -i inventory/lab playbooks/rebuild-inference-tier.yml; \
-	ansible-playbook -i inventory/lab playbooks/upgrade-model.yml -e tier=ollama -e model=qwen2.5:14b; \
+	ansible-playbook -i inventory/lab playbooks/upgrade-model.yml -e tier=ollama -e model=qwen2.5:14b \
+		-e inference_report_charts_enabled=true; \
 	report=$$(ls -dt $(LAB_DIR)/reports/*-upgrade-ollama-* | head -1); \
 	echo; echo "Report: $$report/report.md (and report.json)"
 
