@@ -243,15 +243,19 @@ def _latency_p95(documents):
     return percentile([d["latency"] for d in documents if d.get("latency") is not None], 95, method="inverted_cdf")
 
 
+def _check(metric, kind, threshold, result, reason, **figures):
+    """One check as :func:`evaluate` returns it: ``metric``, ``kind`` (absolute or relative), ``threshold``,
+    ``verdict``, ``reason`` and its figures (``value``, ``low``, ``high``, ``n``, ...)."""
+    return {"metric": metric, "kind": kind, "threshold": threshold, "verdict": result, "reason": reason, **figures}
+
+
+def _bounds(interval):
+    return {"value": interval["value"], "low": interval["low"], "high": interval["high"]}
+
+
 def _absolute_rate_check(metric, interval, threshold):
     if interval is None:
-        return {
-            "metric": metric,
-            "kind": "absolute",
-            "threshold": threshold,
-            "verdict": FAILED,
-            "reason": f"{metric}: no document was classified",
-        }
+        return _check(metric, "absolute", threshold, FAILED, f"{metric}: no document was classified")
     result = check_minimum(interval, threshold)
     shown = f"{metric} {interval['value']:.2f} ({_ci(interval)}, n={interval['n']})"
     reason = {
@@ -259,17 +263,7 @@ def _absolute_rate_check(metric, interval, threshold):
         FAILED: f"{shown} lies below the minimum {threshold:.2f}",
         INCONCLUSIVE: f"{shown} neither clears nor misses the minimum {threshold:.2f}",
     }[result]
-    return {
-        "metric": metric,
-        "kind": "absolute",
-        "threshold": threshold,
-        "verdict": result,
-        "reason": reason,
-        "value": interval["value"],
-        "low": interval["low"],
-        "high": interval["high"],
-        "n": interval["n"],
-    }
+    return _check(metric, "absolute", threshold, result, reason, **_bounds(interval), n=interval["n"])
 
 
 def _relative_rate_check(metric, challenger, champion, max_drop, confidence):
@@ -286,21 +280,19 @@ def _relative_rate_check(metric, challenger, champion, max_drop, confidence):
         FAILED: f"{shown} is worse than the allowed drop of {max_drop:.2f}",
         INCONCLUSIVE: f"{shown} can neither be told within nor beyond the allowed drop of {max_drop:.2f}",
     }[result]
-    return {
-        "metric": metric,
-        "kind": "relative",
-        "threshold": max_drop,
-        "verdict": result,
-        "reason": reason,
-        "value": difference["value"],
-        "low": difference["low"],
-        "high": difference["high"],
-        "challenger": challenger["value"],
-        "champion": champion["value"],
-        "n": challenger["n"],
-        "champion_n": champion["n"],
-        "method": difference["method"],
-    }
+    return _check(
+        metric,
+        "relative",
+        max_drop,
+        result,
+        reason,
+        **_bounds(difference),
+        challenger=challenger["value"],
+        champion=champion["value"],
+        n=challenger["n"],
+        champion_n=champion["n"],
+        method=difference["method"],
+    )
 
 
 def _paired(challenger_docs, champion_docs):
@@ -342,30 +334,15 @@ def _absolute_checks(challenger, challenger_docs, thresholds):
         ok = p95["value"] is not None and p95["value"] < limit
         shown = "n/a" if p95["value"] is None else f"{p95['value']:.3g} s"
         relation = "below" if ok else "not below"
+        reason = f"p95 latency {shown} (n={p95['n']}) {relation} the maximum {limit:g} s"
         checks.append(
-            {
-                "metric": "latency_p95",
-                "kind": "absolute",
-                "threshold": limit,
-                "verdict": PASSED if ok else FAILED,
-                "value": p95["value"],
-                "n": p95["n"],
-                "reason": f"p95 latency {shown} (n={p95['n']}) {relation} the maximum {limit:g} s",
-            }
+            _check("latency_p95", "absolute", limit, PASSED if ok else FAILED, reason, value=p95["value"], n=p95["n"])
         )
     if not thresholds.get("allow_thinking"):
         thinking = sum(1 for d in challenger_docs if d.get("thinking"))
-        checks.append(
-            {
-                "metric": "thinking",
-                "kind": "absolute",
-                "threshold": 0,
-                "value": thinking,
-                "n": len(challenger_docs),
-                "verdict": FAILED if thinking else PASSED,
-                "reason": f"thinking output in {thinking}/{len(challenger_docs)} answers",
-            }
-        )
+        reason = f"thinking output in {thinking}/{len(challenger_docs)} answers"
+        verdict_ = FAILED if thinking else PASSED
+        checks.append(_check("thinking", "absolute", 0, verdict_, reason, value=thinking, n=len(challenger_docs)))
     return checks
 
 
@@ -381,22 +358,13 @@ def _relative_checks(challenger, champion, thresholds, confidence):
     if limit is not None and mine["value"] is not None and theirs["value"]:
         ratio = mine["value"] / theirs["value"]
         ok = ratio <= limit
+        reason = (
+            f"p95 latency {mine['value']:.3g} s (n={mine['n']}) is {ratio:.2f} x the champion's "
+            f"{theirs['value']:.3g} s (n={theirs['n']}), {'within' if ok else 'beyond'} the maximum {limit:g} x"
+        )
+        figures = {"challenger": mine["value"], "champion": theirs["value"], "n": mine["n"], "champion_n": theirs["n"]}
         checks.append(
-            {
-                "metric": "latency_p95",
-                "kind": "relative",
-                "threshold": limit,
-                "value": ratio,
-                "challenger": mine["value"],
-                "champion": theirs["value"],
-                "n": mine["n"],
-                "champion_n": theirs["n"],
-                "verdict": PASSED if ok else FAILED,
-                "reason": (
-                    f"p95 latency {mine['value']:.3g} s (n={mine['n']}) is {ratio:.2f} x the champion's "
-                    f"{theirs['value']:.3g} s (n={theirs['n']}), {'within' if ok else 'beyond'} the maximum {limit:g} x"
-                ),
-            }
+            _check("latency_p95", "relative", limit, PASSED if ok else FAILED, reason, value=ratio, **figures)
         )
     return checks
 

@@ -65,13 +65,14 @@ charts:
   elements: dict
 """
 
-import hashlib
+import filecmp
 import json
 import os
 import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.homelab.inference.plugins.module_utils.files import write_atomic
 from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import DOCUMENT_TYPES
 from ansible_collections.homelab.inference.plugins.module_utils.report_charts import (
     MATPLOTLIB_IMPORT_ERROR,
@@ -90,10 +91,11 @@ def slug(name: str) -> str:
 
 
 def png_size(path: str) -> tuple[int, int]:
-    """Width and height in pixels, from the PNG's IHDR chunk."""
-    with open(path, "rb") as fh:
-        header = fh.read(24)
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    """Width and height in pixels, as Pillow (matplotlib's own dependency) reads them from the file's header."""
+    from PIL import Image  # with matplotlib, checked before any picture is drawn
+
+    with Image.open(path) as image:
+        return image.size
 
 
 def read_events(path: str | None) -> list[dict]:
@@ -161,13 +163,7 @@ class Charts:
                 self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
                 return
             width, height = png_size(scratch)
-            with open(scratch, "rb") as fh:
-                new = hashlib.sha256(fh.read()).hexdigest()
-            old = None
-            if os.path.exists(target):
-                with open(target, "rb") as fh:
-                    old = hashlib.sha256(fh.read()).hexdigest()
-            if new != old:
+            if not os.path.exists(target) or not filecmp.cmp(scratch, target, shallow=False):
                 os.replace(scratch, target)
                 self.changed = True
         finally:
@@ -191,8 +187,7 @@ class Charts:
             with open(index, encoding="utf-8") as fh:
                 old = fh.read()
         if old != text:
-            with open(index, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_atomic(index, text)  # a run killed here leaves the old index or the new, never part of one
             self.changed = True
         for problem in self.problems:
             self.module.warn(f"a picture of the report could not be drawn: {problem}")
