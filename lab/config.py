@@ -84,7 +84,8 @@ class LabConfig:
     models_path: Path = field(default_factory=lambda: REPO / "lab" / "models.yaml")
 
     def port(self, name: str) -> int:
-        """Port of a twin API (``kubernetes``, ``proxmox``, ``registry``, ``control``) on the twin's address."""
+        """Port of a twin API (``kubernetes``, ``proxmox``, ``registry``, ``paperless``, ``control``) on the twin's
+        address."""
         return int(self.topology["ports"][name])
 
     def service_port(self, service: str) -> int:
@@ -133,6 +134,7 @@ class LabConfig:
             "kubernetes": self.url("kubernetes"),
             "proxmox": self.url("proxmox"),
             "registry": self.url("registry"),
+            "paperless": self.url("paperless"),
             "control": self.url("control"),
             "services": services,
             "kubeconfig": str(self.kubeconfig),

@@ -74,7 +74,7 @@ class LiteLLMZygote:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **self.base_env},
-                cwd=str(self.log_file.parent),
+                cwd=str(home),
             )
         self._reader = asyncio.create_task(self._read())
         try:
@@ -226,13 +226,7 @@ class LiteLLMProcess:
             logger.warning("the LiteLLM zygote is gone: starting %s with exec", self.binary)
         log = self.log_file.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            str(self.binary),
-            "--config",
-            str(config),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
+            *argv,
             cwd=str(self.workdir),
             env=env,
             stdout=log,

@@ -67,10 +67,11 @@ def _child(request: dict, run_server) -> None:
 class Zygote:
     """The zygote's loop: requests on stdin, children's exits through SIGCHLD (a wake-up pipe), answers on stdout."""
 
-    def __init__(self, run_server):
+    def __init__(self, run_server, control: int):
+        """``control``: the file descriptor of the control channel (the zygote's original stdout); fd 1 is already
+        the log, so what LiteLLM prints never reaches the channel."""
         self.run_server = run_server
-        self.control = os.fdopen(os.dup(1), "w", buffering=1)
-        os.dup2(2, 1)  # what LiteLLM prints goes to the zygote's log, not into the control channel
+        self.control = os.fdopen(control, "w", buffering=1)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -130,9 +131,7 @@ def main() -> int:
     import litellm.proxy.proxy_server  # noqa: F401 - the import every Pod shares
     from litellm import run_server  # the ``litellm`` console script's entry point
 
-    os.dup2(zygote_stdout, 1)
-    os.close(zygote_stdout)
-    return Zygote(run_server).serve()
+    return Zygote(run_server, zygote_stdout).serve()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler (lab.controlplane) run as children of this
 process; the nodes' kubelets, the service proxy, the local-path provisioner, the Proxmox VE API, the Ollama
-registry and the control endpoint run on its asyncio loop, all on the twin's own loopback address.
+registry, Paperless-ngx and the control endpoint run on its asyncio loop, all on the twin's own loopback address.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ log = logging.getLogger("lab")
 
 
 class LabRuntime:
-    """Starts the control plane, the nodes' kubelets, the service proxy, the provisioner, Proxmox and the registry."""
+    """Starts the control plane, the nodes' kubelets, the service proxy, the provisioner, Proxmox, the registry and
+    Paperless-ngx."""
 
     def __init__(self, cfg: LabConfig):
         from lab.ollama import Registry, load_models
@@ -101,6 +102,7 @@ class LabRuntime:
             "proxmox-token-secret": str(uuid.uuid4()),
             "litellm-master-key": "sk-lab-" + secrets.token_hex(16),
             "openai-api-key": "sk-lab-placeholder-" + secrets.token_hex(8),
+            "paperless-api-token": secrets.token_hex(20),
         }
         files = {**self.secrets, "proxmox-token-id": self.topology["proxmox"]["token_id"]}
         for name, value in files.items():
@@ -307,6 +309,7 @@ class LabRuntime:
     async def start(self) -> None:
         from lab.controlplane.build import bin_dir
         from lab.ollama import make_registry_app
+        from lab.paperless import generate_corpus, make_paperless_app
         from lab.serviceproxy import ServiceProxy
         from lab.storage import LocalPathProvisioner
 
@@ -343,6 +346,8 @@ class LabRuntime:
         ssl_ctx = self.pki.server_context()
         await self._start_proxmox()
         await self._site(make_registry_app(self.registry), self.cfg.port("registry"), ssl_ctx)
+        paperless = make_paperless_app(generate_corpus(), self.secrets["paperless-api-token"])
+        await self._site(paperless, self.cfg.port("paperless"), ssl_ctx)
         await self._site(self._control_app(), self.cfg.port("control"))
         (self.cfg.lab_dir / "endpoints.json").write_text(json.dumps(self.cfg.endpoints(), indent=2))
         log.info("twin up: %s", json.dumps(self.cfg.endpoints()))

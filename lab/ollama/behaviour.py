@@ -201,6 +201,41 @@ def unflatten_prompt(prompt: str) -> list[dict]:
     return messages
 
 
+_PROMPT_TYPES = re.compile(r'"document_type"[^\n]*?one of:?\s*((?:"[^"\n]+"\s*(?:,|or)?\s*)+)', re.IGNORECASE)
+
+
+def prompt_types(system: str) -> tuple[str, ...] | None:
+    """The document types a prompt allows (``"document_type": string, exactly one of: "invoice", "letter"``), or
+    None when it names none."""
+    match = _PROMPT_TYPES.search(system or "")
+    if not match:
+        return None
+    types = tuple(t.lower() for t in re.findall(r'"([^"\n]+)"', match.group(1)))
+    return types or None
+
+
+def schema_shape(schema: object) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """What a JSON schema (Ollama ``format``, OpenAI ``response_format.json_schema.schema``) asks of the answer
+    object: its property names (None: any) and the ``document_type`` enum (None: any string)."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return None, None
+    properties = schema["properties"]
+    enum = (
+        (properties.get("document_type") or {}).get("enum")
+        if isinstance(properties.get("document_type"), dict)
+        else None
+    )
+    types = tuple(str(t).lower() for t in enum) if isinstance(enum, list) and enum else None
+    return tuple(properties), types
+
+
+def _shaped(obj: dict, keys: tuple[str, ...] | None) -> dict:
+    """The answer with exactly the schema's properties (one the model has no value for gets an empty string)."""
+    if keys is None:
+        return obj
+    return {key: obj.get(key, "") for key in keys}
+
+
 def is_classification(system: str, user: str, constrained: bool) -> bool:
     """A request is a classification when it has instructions, a format constraint, or a document-sized text."""
     return bool(system.strip()) or constrained or len(user) >= 120 or user.count("\n") >= 2
@@ -282,6 +317,7 @@ def generate(
     constrained: bool,
     thinks: bool,
     thinking_inline: bool,
+    schema: dict | None = None,
 ) -> Answer:
     """Answer a chat request deterministically.
 
@@ -290,6 +326,8 @@ def generate(
         model: the model key used for the deterministic draws (normalized Ollama tag or HF repo id).
         messages: chat messages (``role``/``content``).
         constrained: the output is grammar-constrained JSON (Ollama ``format``, OpenAI ``response_format``).
+        schema: the JSON schema of that constraint, when it is one: the answer has exactly its properties, every
+            one of them (the grammar forces them), and a ``document_type`` from its enum.
         thinks: the model produces reasoning for this request.
         thinking_inline: put the reasoning into ``content`` as ``<think>...</think>`` (else into ``thinking``).
 
@@ -303,17 +341,25 @@ def generate(
     valid = correct = True
     if kind == "classification":
         truth = classify_text(user)
+        keys, schema_types = schema_shape(schema)
+        # the types the request allows: the schema's enum, else those the prompt names, else the usual three; a
+        # document whose type is not among them cannot be answered right
+        allowed = schema_types or prompt_types(system) or DOCUMENT_TYPES
         # Difficulty is a property of the document, not of the model: a hard document is hard for every model,
         # and a model with accuracy a gets the documents with difficulty < a right (as weak models fail first
         # on the ambiguous ones). Over a sample this keeps each model's share close to its profile.
-        correct = draw("", "difficulty", key) < profile.doc_type_accuracy
+        correct = draw("", "difficulty", key) < profile.doc_type_accuracy and truth in allowed
         doc_type = truth
         if not correct:
-            others = [t for t in DOCUMENT_TYPES if t != truth]
+            # in the usual order first, so the usual three give the wrong answers they always gave
+            ordered = [t for t in DOCUMENT_TYPES if t in allowed] + [t for t in allowed if t not in DOCUMENT_TYPES]
+            others = [t for t in ordered if t != truth] or ordered
             doc_type = others[int(draw(model, "wrong-type", key) * len(others))]
         obj = classification(user, doc_type)
         u_valid = draw(model, "validity", key)
-        if constrained:
+        if keys is not None:  # a schema's grammar forces every property
+            content = json.dumps(_shaped(obj, keys), ensure_ascii=False)
+        elif constrained:
             valid = u_valid < profile.format_complete_share
             if valid:
                 content = json.dumps(obj, ensure_ascii=False)

@@ -461,6 +461,7 @@ class _Request:
     keep_alive: Any
     stream: bool
     num_predict: int | None = None  # options.num_predict: at most this many tokens (LiteLLM's max_tokens)
+    schema: dict | None = None  # format as a JSON schema
 
 
 def _limit(answer: Answer, num_predict: int | None) -> tuple[Answer, str]:
@@ -670,7 +671,15 @@ async def _infer(  # noqa: C901 - Ollama's load, stream and error paths of one r
     try:
         async with runner.slots:
             answer, done_reason = _limit(
-                generate(req.model.behaviour, req.model.name, req.messages, req.constrained, req.thinks, req.inline),
+                generate(
+                    req.model.behaviour,
+                    req.model.name,
+                    req.messages,
+                    req.constrained,
+                    req.thinks,
+                    req.inline,
+                    schema=req.schema,
+                ),
                 req.num_predict,
             )
             scale = emu.time_scale
@@ -718,6 +727,7 @@ def _request_common(emu: OllamaEmulator, body: dict, messages: list[dict]) -> _R
         keep_alive=keep_alive,
         stream=body.get("stream", True) is not False,
         num_predict=_num_predict(body.get("options")),
+        schema=body.get("format") if isinstance(body.get("format"), dict) else None,
     )
 
 

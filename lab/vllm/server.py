@@ -202,6 +202,14 @@ def _constrained(response_format: Any) -> bool:
     return response_format.get("type") in ("json_object", "json_schema")
 
 
+def _schema(response_format: Any) -> dict | None:
+    """The JSON schema of ``response_format={"type": "json_schema", "json_schema": {"schema": ...}}``, else None."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
 async def _chat(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR_KEY]
     try:
@@ -221,7 +229,16 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     thinks = behaviour.thinking == "always" or (
         behaviour.thinking == "optional" and kwargs.get("enable_thinking", True) is not False
     )
-    answer = generate(behaviour, emu.model.repo, messages, _constrained(body.get("response_format")), thinks, True)
+    response_format = body.get("response_format")
+    answer = generate(
+        behaviour,
+        emu.model.repo,
+        messages,
+        _constrained(response_format),
+        thinks,
+        True,
+        schema=_schema(response_format),
+    )
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     if answer.prompt_tokens + int(max_tokens or 0) > emu.max_model_len:
         return _error(

@@ -835,6 +835,29 @@ def gate_reuse(entry, changed, force=False):
     return tier in (changed or {}) and not boolean(changed[tier], strict=False)
 
 
+def gate_champion(entry, catalog=None):
+    """The model a tier's gate compares its candidate with (the champion): the model the tier served before this run,
+    named as its runtime's API names it, with what pins its weights for an API without digests (vLLM).
+
+    Args:
+        entry (dict): the tier's plan entry (``runtime``, ``model``, ``previous_model``).
+        catalog (dict): ``inference_model_catalog``.
+
+    Returns:
+        dict: ``model`` (Ollama: the tag with ``:latest`` when it has none; vLLM: the catalog's
+        ``served_model_name``, else the name) and ``identity`` (the champion's catalog entry, ``{}`` when it has
+        none); ``{}`` when the tier served nothing before or serves the candidate already.
+    """
+    entry = entry or {}
+    previous = entry.get("previous_model") or ""
+    if not previous or previous == entry.get("model"):
+        return {}
+    identity = dict((catalog or {}).get(previous) or {})
+    if entry.get("runtime") == "ollama":
+        return {"model": ollama_tag(previous), "identity": identity}
+    return {"model": identity.get("served_model_name") or previous, "identity": identity}
+
+
 def consumer_data(consumer, tier_models, tiers):
     """The data a consumer's ConfigMap gets: the model its tier serves, and the tier's URL when it asks for one.
 
@@ -1050,6 +1073,7 @@ class FilterModule:
             "node_problems": node_problems,
             "state_drift": state_drift,
             "gate_reuse": gate_reuse,
+            "gate_champion": gate_champion,
             "consumer_data": consumer_data,
             "consumer_reads": consumer_reads,
             "consumer_objects": consumer_objects,

@@ -142,19 +142,22 @@ def paired_test(challenger, champion):
     }
 
 
-def percentile(samples, q):
-    """The ``q``-th percentile of latency samples (seconds), numpy's linear interpolation.
+def percentile(samples, q, method="linear"):
+    """The ``q``-th percentile of latency samples (seconds) by ``numpy.percentile``.
 
     :param samples: latencies in seconds (at least one)
     :param q: percentile, 0..100 (95 for p95)
-    :returns: dict with ``value`` (seconds, None without samples), ``q`` and ``n``
+    :param method: numpy's method: ``linear`` (numpy's default) or ``inverted_cdf`` (the nearest rank: the smallest
+        sample with at least ``q`` percent of the samples at or below it, what the gate's metrics report)
+    :returns: dict with ``value`` (seconds, None without samples), ``q``, ``n`` and ``method``
     :raises ValueError: when ``q`` is outside 0..100
     """
     _require_stats()
     if not 0 <= q <= 100:
         raise ValueError(f"q must be a percentile from 0 to 100, got {q!r}")
     values = [float(s) for s in samples]
-    return {"value": float(numpy.percentile(values, q)) if values else None, "q": q, "n": len(values)}
+    value = float(numpy.percentile(values, q, method=method)) if values else None
+    return {"value": value, "q": q, "n": len(values), "method": method}
 
 
 def check_minimum(interval, threshold):
@@ -190,3 +193,243 @@ def verdict(checks):
     if INCONCLUSIVE in checks:
         return INCONCLUSIVE
     return PASSED
+
+
+# -- the gate's checks -------------------------------------------------------------------------------------------------
+
+RATE_METRICS = {"valid_json": "valid", "accuracy": "correct"}
+"""Rate metrics and the per-document flag each counts (an invalid answer is never correct)."""
+
+THRESHOLD_KEYS = (
+    "min_valid_json",
+    "min_accuracy",
+    "max_p95_latency",
+    "allow_thinking",
+    "max_valid_json_drop",
+    "max_accuracy_drop",
+    "max_p95_latency_ratio",
+)
+"""Thresholds :func:`evaluate` reads; each is optional (None or absent: no check)."""
+
+
+def _ci(interval):
+    return f"{interval['confidence'] * 100:g} % CI {interval['low']:.2f} to {interval['high']:.2f}"
+
+
+def _rates(documents, confidence, method):
+    n = len(documents)
+    return {
+        metric: rate(sum(1 for d in documents if d.get(flag)), n, confidence, method) if n else None
+        for metric, flag in RATE_METRICS.items()
+    }
+
+
+def _latency_p95(documents):
+    return percentile([d["latency"] for d in documents if d.get("latency") is not None], 95, method="inverted_cdf")
+
+
+def _absolute_rate_check(metric, interval, threshold):
+    if interval is None:
+        return {
+            "metric": metric,
+            "kind": "absolute",
+            "threshold": threshold,
+            "verdict": FAILED,
+            "reason": f"{metric}: no document was classified",
+        }
+    result = check_minimum(interval, threshold)
+    shown = f"{metric} {interval['value']:.2f} ({_ci(interval)}, n={interval['n']})"
+    reason = {
+        PASSED: f"{shown} clears the minimum {threshold:.2f}",
+        FAILED: f"{shown} lies below the minimum {threshold:.2f}",
+        INCONCLUSIVE: f"{shown} neither clears nor misses the minimum {threshold:.2f}",
+    }[result]
+    return {
+        "metric": metric,
+        "kind": "absolute",
+        "threshold": threshold,
+        "verdict": result,
+        "reason": reason,
+        "value": interval["value"],
+        "low": interval["low"],
+        "high": interval["high"],
+        "n": interval["n"],
+    }
+
+
+def _relative_rate_check(metric, challenger, champion, max_drop, confidence):
+    difference = rate_difference(
+        (challenger["successes"], challenger["n"]), (champion["successes"], champion["n"]), confidence
+    )
+    result = check_max_drop(difference, max_drop)
+    shown = (
+        f"{metric} {challenger['value']:.2f} (n={challenger['n']}) against the champion's {champion['value']:.2f} "
+        f"(n={champion['n']}): change {difference['value']:+.2f} ({_ci(difference)})"
+    )
+    reason = {
+        PASSED: f"{shown} is within the allowed drop of {max_drop:.2f}",
+        FAILED: f"{shown} is worse than the allowed drop of {max_drop:.2f}",
+        INCONCLUSIVE: f"{shown} can neither be told within nor beyond the allowed drop of {max_drop:.2f}",
+    }[result]
+    return {
+        "metric": metric,
+        "kind": "relative",
+        "threshold": max_drop,
+        "verdict": result,
+        "reason": reason,
+        "value": difference["value"],
+        "low": difference["low"],
+        "high": difference["high"],
+        "challenger": challenger["value"],
+        "champion": champion["value"],
+        "n": challenger["n"],
+        "champion_n": champion["n"],
+        "method": difference["method"],
+    }
+
+
+def _paired(challenger_docs, champion_docs):
+    """McNemar's test per rate metric on the documents both models answered (matched by ``id``)."""
+    champion_by_id = {d["id"]: d for d in champion_docs if d.get("id") is not None}
+    common = [(d, champion_by_id[d["id"]]) for d in challenger_docs if d.get("id") in champion_by_id]
+    if not common:
+        return {}
+    return {
+        metric: dict(paired_test([a.get(flag) for a, _b in common], [b.get(flag) for _a, b in common]), n=len(common))
+        for metric, flag in RATE_METRICS.items()
+    }
+
+
+def _check_thresholds(thresholds):
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise ValueError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(THRESHOLD_KEYS)}")
+    for name in ("min_valid_json", "min_accuracy", "max_valid_json_drop", "max_accuracy_drop"):
+        value = thresholds.get(name)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a fraction from 0 to 1 (0.05 is five points), got {value!r}")
+    for name in ("max_p95_latency", "max_p95_latency_ratio"):
+        value = thresholds.get(name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _absolute_checks(challenger, challenger_docs, thresholds):
+    """The minimums of the rates, the maximum p95 latency and the ban on thinking output that apply."""
+    checks = [
+        _absolute_rate_check(metric, challenger[metric], thresholds[f"min_{metric}"])
+        for metric in RATE_METRICS
+        if thresholds.get(f"min_{metric}") is not None
+    ]
+    p95 = challenger["latency_p95"]
+    limit = thresholds.get("max_p95_latency")
+    if limit is not None:
+        ok = p95["value"] is not None and p95["value"] < limit
+        shown = "n/a" if p95["value"] is None else f"{p95['value']:.3g} s"
+        relation = "below" if ok else "not below"
+        checks.append(
+            {
+                "metric": "latency_p95",
+                "kind": "absolute",
+                "threshold": limit,
+                "verdict": PASSED if ok else FAILED,
+                "value": p95["value"],
+                "n": p95["n"],
+                "reason": f"p95 latency {shown} (n={p95['n']}) {relation} the maximum {limit:g} s",
+            }
+        )
+    if not thresholds.get("allow_thinking"):
+        thinking = sum(1 for d in challenger_docs if d.get("thinking"))
+        checks.append(
+            {
+                "metric": "thinking",
+                "kind": "absolute",
+                "threshold": 0,
+                "value": thinking,
+                "n": len(challenger_docs),
+                "verdict": FAILED if thinking else PASSED,
+                "reason": f"thinking output in {thinking}/{len(challenger_docs)} answers",
+            }
+        )
+    return checks
+
+
+def _relative_checks(challenger, champion, thresholds, confidence):
+    """The maximum drops of the rates and the maximum p95 latency ratio against the champion that apply."""
+    checks = [
+        _relative_rate_check(metric, challenger[metric], champion[metric], thresholds[f"max_{metric}_drop"], confidence)
+        for metric in RATE_METRICS
+        if thresholds.get(f"max_{metric}_drop") is not None and challenger[metric] and champion[metric]
+    ]
+    limit = thresholds.get("max_p95_latency_ratio")
+    mine, theirs = challenger["latency_p95"], champion["latency_p95"]
+    if limit is not None and mine["value"] is not None and theirs["value"]:
+        ratio = mine["value"] / theirs["value"]
+        ok = ratio <= limit
+        checks.append(
+            {
+                "metric": "latency_p95",
+                "kind": "relative",
+                "threshold": limit,
+                "value": ratio,
+                "challenger": mine["value"],
+                "champion": theirs["value"],
+                "n": mine["n"],
+                "champion_n": theirs["n"],
+                "verdict": PASSED if ok else FAILED,
+                "reason": (
+                    f"p95 latency {mine['value']:.3g} s (n={mine['n']}) is {ratio:.2f} x the champion's "
+                    f"{theirs['value']:.3g} s (n={theirs['n']}), {'within' if ok else 'beyond'} the maximum {limit:g} x"
+                ),
+            }
+        )
+    return checks
+
+
+def evaluate(challenger_docs, thresholds, champion_docs=None, confidence=0.95, method="wilson"):
+    """The gate's checks of one candidate (challenger), against absolute thresholds and against the model it would
+    replace (champion), and the verdict.
+
+    Rates (valid JSON, accuracy: an invalid answer is never correct) come with their interval (:func:`rate`);
+    absolute minimums are judged by :func:`check_minimum`, drops against the champion by :func:`check_max_drop`
+    on Newcombe's interval of the difference (:func:`rate_difference`); McNemar's test on the documents both
+    answered is reported beside it (``paired``). Latency is judged on its p95 point estimate (nearest rank) with its
+    sample size: below a few dozen requests no interval of a p95 has an upper bound (so no interval verdict).
+    Thinking output fails outright unless allowed.
+
+    :param challenger_docs: one dict per document classified: ``id``, ``valid`` and ``correct`` (bool),
+        ``latency`` (seconds), ``thinking`` (bool)
+    :param thresholds: optional keys (None or absent: no check): ``min_valid_json``, ``min_accuracy`` (fractions
+        0..1), ``max_p95_latency`` (seconds), ``allow_thinking`` (bool, default false), ``max_valid_json_drop``,
+        ``max_accuracy_drop`` (fractions: 0.05 is five points), ``max_p95_latency_ratio`` (challenger p95 over the
+        champion's, e.g. 1.5)
+    :param champion_docs: the champion's documents in the same shape (this run's, or its recorded gate's), or
+        None: the relative checks are then skipped and ``champion`` is None
+    :param confidence: confidence level of every interval (0..1, default 0.95)
+    :param method: rate interval, ``wilson`` or ``beta`` (Clopper-Pearson)
+    :returns: dict with ``verdict``, ``checks`` (one dict per check: ``metric``, ``kind`` (absolute or relative),
+        ``threshold``, ``verdict``, ``reason`` and the figures), ``challenger`` and ``champion`` (``n``, the rates
+        with their intervals, ``latency_p95``), ``paired`` (McNemar per rate metric), ``confidence``, ``method``
+    :raises ValueError: on a threshold out of range (naming it) or a confidence outside (0, 1)
+    """
+    _require_stats()
+    _check_confidence(confidence)
+    _check_thresholds(thresholds)
+
+    def side(documents):
+        return dict(_rates(documents, confidence, method), n=len(documents), latency_p95=_latency_p95(documents))
+
+    challenger = side(challenger_docs)
+    champion = side(champion_docs) if champion_docs else None
+    checks = _absolute_checks(challenger, challenger_docs, thresholds)
+    if champion is not None:
+        checks += _relative_checks(challenger, champion, thresholds, confidence)
+    return {
+        "verdict": verdict(c["verdict"] for c in checks),
+        "checks": checks,
+        "challenger": challenger,
+        "champion": champion,
+        "paired": _paired(challenger_docs, champion_docs) if champion_docs else {},
+        "confidence": confidence,
+        "method": method,
+    }

@@ -71,11 +71,16 @@ def test_runtime_files_are_private_and_the_ca_verifies_the_apis(twin):
     assert endpoints["kubernetes"] == f"https://{twin.address}:6443"
     assert endpoints["proxmox"] == f"https://{twin.address}:8006"
     assert endpoints["registry"] == f"https://{twin.address}:5000"
+    assert endpoints["paperless"] == f"https://{twin.address}:8010"
     token = f"PVEAPIToken={twin.secret('proxmox-token-id')}={twin.secret('proxmox-token-secret')}"
     requests = [
         (endpoints["kubernetes"] + "/version", {}),
         (endpoints["proxmox"] + "/api2/json/version", {"Authorization": token}),
         (endpoints["registry"] + "/v2/library/phi4-mini/manifests/latest", {}),
+        (
+            endpoints["paperless"] + "/api/document_types/",
+            {"Authorization": f"Token {twin.secret('paperless-api-token')}"},
+        ),
     ]
     for url, headers in requests:
         response = httpx.get(url, headers=headers, verify=ctx, timeout=10)
@@ -83,6 +88,8 @@ def test_runtime_files_are_private_and_the_ca_verifies_the_apis(twin):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, headers=headers, timeout=10)  # the system CAs do not know the twin's CA
     assert httpx.get(endpoints["kubernetes"] + "/version", verify=ctx).json()["gitVersion"] == "v1.32.9"
+    denied = httpx.get(endpoints["paperless"] + "/api/documents/", headers={"Authorization": "Token no"}, verify=ctx)
+    assert denied.status_code == 401 and denied.json() == {"detail": "Invalid token."}
 
 
 def test_kubectl_sees_the_lab_nodes_and_the_server_is_v1_32_9(twin):

@@ -455,3 +455,54 @@ def test_generate_understands_litellm_flattened_prompts(ollama_factory):
     prompt = f"### System:\n{SYSTEM}\n\n### User:\n{INVOICE}\n\n"
     answer = client.generate("phi4-mini", prompt, format="json")
     assert json.loads(answer["response"])["correspondent"] == "ACME Corp"
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "document_type": {"type": "string", "enum": ["invoice", "contract"]},
+        "correspondent": {"type": "string"},
+    },
+    "required": ["document_type", "correspondent"],
+}
+
+
+def test_a_json_schema_shapes_the_answer_and_its_enum_bounds_the_types(ollama_factory):
+    """A schema in ``format`` is seen: the answer has exactly its properties, always (the grammar forces them, even
+    from a model that leaves fields out under ``format: json``), and a type from its enum; a document whose type
+    the enum lacks cannot be answered right."""
+    _, server = ollama_factory()
+    client = OllamaClient(server.url)
+    client.pull("llama3.2:1b")  # format_complete_share 0.8: with "json" some answers lack a field
+    docs = sample_documents()
+    answers = [
+        json.loads(client.chat("llama3.2:1b", classify("l", d["text"]), format=SCHEMA)["message"]["content"])
+        for d in docs
+    ]
+    assert all(set(a) == {"document_type", "correspondent"} for a in answers)
+    assert {a["document_type"] for a in answers} <= {"invoice", "contract"}
+    letters = [a for a, d in zip(answers, docs, strict=True) if d["document_type"] == "letter"]
+    assert letters and all(a["document_type"] != "letter" for a in letters)
+    plain = [
+        json.loads(client.chat("llama3.2:1b", classify("l", d["text"]), format="json")["message"]["content"])
+        for d in docs
+    ]
+    assert any(set(a) != {"title", "correspondent", "document_type", "tags"} for a in plain), (
+        "without a schema some lack a field"
+    )
+
+
+def test_the_prompts_document_types_bound_the_answer(catalog):
+    from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import build_messages
+
+    from lab.ollama.behaviour import generate
+
+    model = catalog.ollama_model("qwen2.5:14b")
+    receipts = [d for d in sample_documents() if d["document_type"] == "receipt"]
+    for doc in receipts:
+        narrow = generate(
+            model.behaviour, model.name, build_messages(doc["text"], ("invoice", "letter")), True, False, False
+        )
+        assert json.loads(narrow.content)["document_type"] in ("invoice", "letter") and not narrow.correct
+    usual = [generate(model.behaviour, model.name, build_messages(d["text"]), True, False, False) for d in receipts]
+    assert any(a.correct for a in usual)

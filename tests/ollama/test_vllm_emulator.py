@@ -206,3 +206,31 @@ async def test_context_length_is_enforced(catalog):
         await server.close()
     assert response.status_code == 400
     assert "maximum context length is 8192 tokens" in response.json()["message"]
+
+
+async def test_a_json_schema_response_format_shapes_the_answer(catalog):
+    schema = {
+        "type": "object",
+        "properties": {
+            "document_type": {"type": "string", "enum": ["letter", "contract"]},
+            "title": {"type": "string"},
+        },
+        "required": ["document_type", "title"],
+    }
+    server, url = await serve(VllmEmulator(catalog, QWEN3_ARGS, RTX_3060, 0.001))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            reply = (
+                await client.post(
+                    "/v1/chat/completions",
+                    json=chat(
+                        "Qwen/Qwen3-8B-AWQ",
+                        chat_template_kwargs={"enable_thinking": False},
+                        response_format={"type": "json_schema", "json_schema": {"name": "doc", "schema": schema}},
+                    ),
+                )
+            ).json()
+    finally:
+        await server.close()
+    answer = json.loads(reply["choices"][0]["message"]["content"])
+    assert set(answer) == {"document_type", "title"} and answer["document_type"] in ("letter", "contract")

@@ -12,6 +12,7 @@ from ansible_collections.homelab.inference.plugins.filter.inference import (
     consumer_reads,
     detour_plan,
     detour_tier_of,
+    gate_champion,
     gate_reuse,
     helm_stuck_fix,
     litellm_routes,
@@ -743,3 +744,24 @@ def test_consumer_changes_name_what_the_consumers_role_would_change():
     assert _consumer_changes(changed) == ["consumer paperless-ai: OLLAMA_MODEL 'qwen2.5:14b' -> 'phi4-mini'"]
     missing = consumer_reads([{"item": CONSUMER, "resources": []}], {"ollama": "phi4-mini"}, CONSUMER_TIERS, LABELS)
     assert _consumer_changes(missing) == ["consumer paperless-ai: ConfigMap is missing"]
+
+
+# -- gate_champion: the model a gate compares its candidate with -----------------------------------------------------
+
+
+def test_gate_champion_names_the_previous_model_as_its_api_does():
+    catalog = {
+        "Qwen/Qwen2.5-7B-Instruct-AWQ": {"runtime": "vllm", "served_model_name": "qwen2.5-7b", "vram_gib": 6},
+        "phi4-mini": {"runtime": "ollama"},
+    }
+    ollama = {"runtime": "ollama", "model": "qwen2.5:14b", "previous_model": "phi4-mini"}
+    assert gate_champion(ollama, catalog) == {"model": "phi4-mini:latest", "identity": {"runtime": "ollama"}}
+    vllm = {"runtime": "vllm", "model": "Qwen/Qwen3-8B-AWQ", "previous_model": "Qwen/Qwen2.5-7B-Instruct-AWQ"}
+    assert gate_champion(vllm, catalog) == {
+        "model": "qwen2.5-7b",
+        "identity": catalog["Qwen/Qwen2.5-7B-Instruct-AWQ"],
+    }
+    assert gate_champion(dict(vllm, previous_model="org/unknown"), catalog) == {"model": "org/unknown", "identity": {}}
+    assert gate_champion(dict(ollama, previous_model=""), catalog) == {}, "a rebuild from empty has no champion"
+    assert gate_champion(dict(ollama, previous_model="qwen2.5:14b"), catalog) == {}, "the same model: no champion"
+    assert gate_champion(None) == {}

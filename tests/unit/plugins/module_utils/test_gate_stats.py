@@ -10,6 +10,7 @@ from ansible_collections.homelab.inference.plugins.module_utils.gate_stats impor
     PASSED,
     check_max_drop,
     check_minimum,
+    evaluate,
     paired_test,
     percentile,
     rate,
@@ -67,8 +68,10 @@ def test_mcnemar_on_the_same_documents():
 
 def test_percentile_with_its_sample_size():
     got = percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95)
-    assert got == {"value": pytest.approx(4.8), "q": 95, "n": 5}
-    assert percentile([], 95) == {"value": None, "q": 95, "n": 0}
+    assert got == {"value": pytest.approx(4.8), "q": 95, "n": 5, "method": "linear"}
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95, method="inverted_cdf")["value"] == 5.0, "the nearest rank"
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 80, method="inverted_cdf")["value"] == 4.0
+    assert percentile([], 95) == {"value": None, "q": 95, "n": 0, "method": "linear"}
     with pytest.raises(ValueError, match="q must be a percentile from 0 to 100"):
         percentile([1.0], 950)
 
@@ -96,3 +99,83 @@ def test_the_verdict_is_the_worst_check():
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _docs(n, correct, valid=None, latency=1.0, prefix="doc"):
+    valid = n if valid is None else valid
+    return [
+        {"id": f"{prefix}-{i:03d}", "valid": i < valid, "correct": i < correct, "latency": latency, "thinking": False}
+        for i in range(n)
+    ]
+
+
+RELATIVE = {"min_accuracy": 0.70, "max_accuracy_drop": 0.05}
+
+
+def test_a_challenger_better_than_the_champion_passes():
+    got = evaluate(_docs(40, 40), RELATIVE, champion_docs=_docs(40, 30))
+    assert got["verdict"] == PASSED, got["checks"]
+    relative = [c for c in got["checks"] if c["kind"] == "relative"]
+    assert [c["metric"] for c in relative] == ["accuracy"]
+    accuracy = next(c for c in relative if c["metric"] == "accuracy")
+    assert accuracy["challenger"] == 1.0 and accuracy["champion"] == 0.75 and accuracy["value"] == pytest.approx(0.25)
+    assert accuracy["low"] > -0.05, accuracy
+    assert got["paired"]["accuracy"]["table"] == [[30, 0], [10, 0]] and got["paired"]["accuracy"]["n"] == 40
+
+
+def test_above_every_minimum_but_clearly_worse_than_the_champion_fails_naming_both_values():
+    got = evaluate(_docs(80, 68), RELATIVE, champion_docs=_docs(80, 80))
+    assert got["verdict"] == FAILED
+    absolute = next(c for c in got["checks"] if c["metric"] == "accuracy" and c["kind"] == "absolute")
+    assert absolute["verdict"] == PASSED, "0.85 of 80 clears 0.70 on its own"
+    relative = next(c for c in got["checks"] if c["metric"] == "accuracy" and c["kind"] == "relative")
+    assert relative["verdict"] == FAILED and relative["high"] < -0.05
+    assert (
+        "accuracy 0.85 (n=80) against the champion's 1.00 (n=80): change -0.15 (95 % CI -0.24 to -0.07)"
+        in relative["reason"]
+    )
+    assert "worse than the allowed drop of 0.05" in relative["reason"]
+
+
+def test_a_borderline_challenger_is_inconclusive_until_more_documents_tell():
+    at_ten = evaluate(_docs(10, 8), {"min_accuracy": 0.70})
+    assert at_ten["verdict"] == INCONCLUSIVE and at_ten["champion"] is None and at_ten["paired"] == {}
+    assert (
+        "accuracy 0.80 (95 % CI 0.49 to 0.94, n=10) neither clears nor misses the minimum 0.70"
+        in (at_ten["checks"][0]["reason"])
+    )
+    assert evaluate(_docs(60, 57), {"min_accuracy": 0.70})["verdict"] == PASSED
+    assert evaluate(_docs(60, 30), {"min_accuracy": 0.70})["verdict"] == FAILED
+
+
+def test_latency_thinking_and_thresholds_left_out():
+    slow = evaluate(
+        _docs(10, 10, latency=9.0),
+        {"max_p95_latency": 6, "max_p95_latency_ratio": 1.5},
+        champion_docs=_docs(10, 10, latency=4.0),
+    )
+    assert [c["verdict"] for c in slow["checks"]] == [FAILED, PASSED, FAILED]
+    assert slow["checks"][0]["reason"] == "p95 latency 9 s (n=10) not below the maximum 6 s"
+    assert "2.25 x the champion's 4 s (n=10), beyond the maximum 1.5 x" in slow["checks"][2]["reason"]
+    thinking = _docs(5, 5)
+    thinking[2]["thinking"] = True
+    assert evaluate(thinking, {})["checks"][0]["reason"] == "thinking output in 1/5 answers"
+    assert evaluate(thinking, {"allow_thinking": True}) == {
+        **evaluate(thinking, {"allow_thinking": True}),
+        "verdict": PASSED,
+        "checks": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [
+        ({"min_accuracy": 70}, "min_accuracy must be a fraction from 0 to 1"),
+        ({"max_accuracy_drop": -0.1}, "max_accuracy_drop must be a fraction from 0 to 1"),
+        ({"max_p95_latency": 0}, "max_p95_latency must be a positive number"),
+        ({"min_acuracy": 0.7}, "unknown threshold.s. min_acuracy"),
+    ],
+)
+def test_a_bad_threshold_is_named(thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate(_docs(3, 3), thresholds)
