@@ -21,13 +21,16 @@ reads as a maximum drop here). Raises ``ValueError`` naming the argument on bad 
 
 from __future__ import annotations
 
-STATS_IMPORT_ERROR = None
-try:
-    import numpy
-    from statsmodels.stats.contingency_tables import mcnemar
-    from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
-except ImportError as exc:  # the module that uses this reports it with missing_required_lib("statsmodels")
-    STATS_IMPORT_ERROR = exc
+import importlib.util
+
+# statsmodels (with pandas and scipy) takes about 2.7 s of CPU to import: imported at the first figure, not when a
+# module that may need none (a reused gate record, a check-mode skip) is loaded
+numpy = mcnemar = confint_proportions_2indep = proportion_confint = None
+STATS_IMPORT_ERROR = (
+    None
+    if importlib.util.find_spec("statsmodels") and importlib.util.find_spec("numpy")
+    else ImportError("No module named 'statsmodels' (or numpy)")
+)
 
 PASSED = "passed"
 FAILED = "failed"
@@ -39,8 +42,20 @@ MCNEMAR_EXACT_BELOW = 25
 
 
 def _require_stats():
+    global numpy, mcnemar, confint_proportions_2indep, proportion_confint
     if STATS_IMPORT_ERROR is not None:
         raise ImportError(f"the gate's statistics need statsmodels and numpy: {STATS_IMPORT_ERROR}")
+    if proportion_confint is None:
+        import numpy as _numpy
+        from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
+        from statsmodels.stats.proportion import (
+            confint_proportions_2indep as _newcombe,
+        )
+        from statsmodels.stats.proportion import (
+            proportion_confint as _confint,
+        )
+
+        numpy, mcnemar, confint_proportions_2indep, proportion_confint = _numpy, _mcnemar, _newcombe, _confint
 
 
 def _check_confidence(confidence):
