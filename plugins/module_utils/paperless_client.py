@@ -174,7 +174,7 @@ def sample_documents(
     candidates = sorted(int(d["id"]) for d in listed if mapping.get(d.get("document_type")))
     if not candidates:
         raise PaperlessError(
-            "no document has a document type that inference_gate.paperless.type_map maps to "
+            "no document has a document type that the type map (type_map) maps to "
             f"{', '.join(classes)} (document types: {', '.join(sorted(types.values())) or 'none'})"
         )
     # a reproducible sample (the same for candidate and champion), not a secret

@@ -114,7 +114,7 @@ def test_the_client_follows_pages_and_filters(paperless):
     [
         ("wrong token", "returned HTTP 401: Invalid token."),
         ("unreachable", "failed: ConnectError"),
-        ("nothing mapped", "no document has a document type that inference_gate.paperless.type_map maps to"),
+        ("nothing mapped", "no document has a document type that the type map (type_map) maps to"),
     ],
 )
 def test_the_shipped_documents_stand_in_and_the_result_says_why(
