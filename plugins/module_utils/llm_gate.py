@@ -482,6 +482,7 @@ def gate_record(
     passed_at: str,
     run_id: str | None = None,
     verdict: str = "passed",
+    judged_with: dict | None = None,
 ) -> dict:
     """A gate record as stored (JSON) under ``key``: what was tested, how, when, and what it measured.
 
@@ -500,6 +501,7 @@ def gate_record(
         "options_sha256": options_sha256(options),
         "passed": True,
         "verdict": verdict,
+        "judged_with": judged_with,
         "passed_at": passed_at,
         "run_id": run_id,
         "metrics": metrics,
@@ -576,6 +578,16 @@ def find_champion_record(records: dict | None, key: str) -> tuple[dict | None, s
     return record, why
 
 
+def judged_with(thresholds: dict, statistics: dict) -> dict:
+    """What a gate's verdict depends on besides its answers: the absolute thresholds and ``confidence``, ``method``
+    and ``on_inconclusive``; a record keeps it, so a reuse under the same settings needs no statistics."""
+    absolute = {k: v for k, v in sorted(thresholds.items()) if not k.endswith(("_drop", "_ratio"))}
+    return {
+        "thresholds": absolute,
+        **{k: statistics.get(k) for k in ("confidence", "method", "on_inconclusive")},
+    }
+
+
 def find_gate_record(
     records: dict | None, key: str, thresholds: dict, statistics: dict | None = None
 ) -> tuple[dict | None, str]:
@@ -606,6 +618,10 @@ def find_gate_record(
         return None, why
     statistics = dict({"confidence": 0.95, "method": "wilson", "on_inconclusive": "fail"}, **(statistics or {}))
     absolute = {k: v for k, v in thresholds.items() if not k.endswith(("_drop", "_ratio"))}
+    if record.get("judged_with") == judged_with(absolute, statistics):
+        # judged with today's absolute thresholds and statistics when it passed: it still passes, and no
+        # statistics need importing (statsmodels costs seconds of CPU)
+        return record, ""
     try:
         evaluation = evaluate(
             record["per_document"], absolute, confidence=statistics["confidence"], method=statistics["method"]

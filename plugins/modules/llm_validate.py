@@ -496,6 +496,7 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     format_seconds,
     gate_record,
     gate_record_key,
+    judged_with,
     load_documents,
     model_identity_digest,
     normalize_type,
@@ -1141,6 +1142,7 @@ class QualityGate:
                 passed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 run_id=self.params.get("run_id"),
                 verdict=verdict,
+                judged_with=judged_with(self.thresholds, self.statistics),
             )
         tps, cold_start = metrics["tokens_per_second"], metrics["cold_start"]
         self.module.exit_json(

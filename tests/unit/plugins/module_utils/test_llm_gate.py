@@ -392,3 +392,22 @@ def test_gate_records_patch_rewrites_a_key_in_place_and_checks_keep():
     assert gate_records_patch(None, "gate-a", {}, keep=1) == {"gate-a": "{}"}
     with pytest.raises(ValueError, match="keep must be at least 1, got 0"):
         gate_records_patch(records, "gate-b", {}, keep=0)
+
+
+def test_a_record_judged_with_todays_settings_is_reused_without_judging_again(documents, monkeypatch):
+    import ansible_collections.homelab.inference.plugins.module_utils.gate_stats as gate_stats
+    from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import judged_with
+
+    statistics = {"confidence": 0.95, "method": "wilson", "on_inconclusive": "pass"}
+    record = dict(_record(documents[:12]), judged_with=judged_with(THRESHOLDS, statistics))
+    stored = {record["key"]: json.dumps(record)}
+
+    def no_statistics(*_args, **_kwargs):
+        raise AssertionError("the statistics were computed again")
+
+    monkeypatch.setattr(gate_stats, "evaluate", no_statistics)
+    assert find_gate_record(stored, record["key"], THRESHOLDS, statistics) == (json.loads(stored[record["key"]]), "")
+    relative = dict(THRESHOLDS, max_accuracy_drop=0.05)  # a reuse has no champion: relative thresholds do not matter
+    assert find_gate_record(stored, record["key"], relative, statistics)[0] is not None
+    with pytest.raises(AssertionError, match="computed again"):
+        find_gate_record(stored, record["key"], dict(THRESHOLDS, min_accuracy=0.9), statistics)
