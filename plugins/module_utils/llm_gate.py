@@ -408,36 +408,6 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def check_thresholds(
-    metrics: dict,
-    min_valid_json: float,
-    max_p95_latency: float,
-    min_accuracy: float,
-    allow_thinking: bool,
-) -> list[str]:
-    """Compare the metrics with the thresholds; one message per threshold missed.
-
-    Pass conditions: ``valid_json_rate >= min_valid_json``, ``latency_p95 < max_p95_latency`` (seconds),
-    ``accuracy >= min_accuracy``, and no thinking output unless ``allow_thinking``.
-
-    Returns:
-        list[str]: e.g. ``["valid JSON 0.80 < 0.95", "p95 latency 412.0 s >= 60 s",
-        "thinking output in 10/10 answers"]``; empty when every threshold is met.
-    """
-    failures = []
-    if metrics["valid_json_rate"] < min_valid_json:
-        failures.append(f"valid JSON {metrics['valid_json_rate']:.2f} < {min_valid_json:.2f}")
-    p95 = metrics.get("latency_p95")
-    if p95 is None or p95 >= max_p95_latency:
-        shown = "n/a" if p95 is None else f"{format_seconds(p95)} s"
-        failures.append(f"p95 latency {shown} >= {max_p95_latency:g} s")
-    if metrics["accuracy"] < min_accuracy:
-        failures.append(f"accuracy {metrics['accuracy']:.2f} < {min_accuracy:.2f}")
-    if not allow_thinking and metrics["thinking_answers"]:
-        failures.append(f"thinking output in {metrics['thinking_answers']}/{metrics['answers']} answers")
-    return failures
-
-
 # -- gate records ---------------------------------------------------------------------------------------------------
 # A passing gate is recorded in the cluster (a ConfigMap of the tier's namespace, one data key per record) so that an
 # upgrade to the model a tier already serves can skip the gate, and so that a later gate has the model it replaces as
@@ -445,8 +415,9 @@ def check_thresholds(
 # documents sent, the prompt and the request options, and holds the metrics, so a reuse can apply today's
 # thresholds to them.
 
-GATE_RECORD_SCHEMA = 1
-"""Version of the record layout; a record of another version is never reused."""
+GATE_RECORD_SCHEMA = 2
+"""Version of the record layout; a record of another version is never reused. 2: keyed by all the documents (not
+only those sent), with the verdict; reuse judges the per-document answers with today's thresholds."""
 
 GATE_RECORD_KEY_PREFIX = "gate-"
 """ConfigMap data keys of gate records: ``gate-`` and 40 hex digits (a ConfigMap key allows ``[-._a-zA-Z0-9]``)."""
@@ -459,7 +430,7 @@ def _sha256_json(value: Any) -> str:
 
 
 def documents_sha256(documents: list[dict]) -> str:
-    """Digest of the documents sent (the sample, in sending order): id, expected type, correspondent and text."""
+    """Digest of documents in sending order (the gate's: all of them): id, expected type, correspondent and text."""
     return _sha256_json([[d["id"], d["document_type"], d["correspondent"], d["text"]] for d in documents])
 
 
@@ -510,6 +481,8 @@ def gate_record(
     per_document: list[dict],
     passed_at: str,
     run_id: str | None = None,
+    verdict: str = "passed",
+    judged_with: dict | None = None,
 ) -> dict:
     """A gate record as stored (JSON) under ``key``: what was tested, how, when, and what it measured.
 
@@ -527,6 +500,8 @@ def gate_record(
         "options": options,
         "options_sha256": options_sha256(options),
         "passed": True,
+        "verdict": verdict,
+        "judged_with": judged_with,
         "passed_at": passed_at,
         "run_id": run_id,
         "metrics": metrics,
@@ -572,18 +547,8 @@ def gate_records_patch(records: dict | None, key: str, record: dict, keep: int =
     return patch
 
 
-def find_gate_record(records: dict | None, key: str, thresholds: dict) -> tuple[dict | None, str]:
-    """The recorded passing gate under ``key`` that also meets today's thresholds, and why one is not reused.
-
-    Args:
-        records (dict | None): ConfigMap data, data key -> record as JSON text (or already parsed).
-        key (str): :func:`gate_record_key` of the model, documents, prompt and options under test.
-        thresholds (dict): :func:`check_thresholds` keyword arguments as configured now.
-
-    Returns:
-        tuple[dict | None, str]: the record and ``""``; or None and the reason (no record, unreadable, another
-        schema, not passed, or the threshold its metrics miss today).
-    """
+def _parse_record(records: dict | None, key: str) -> tuple[dict | None, str]:
+    """The passing gate record under ``key`` in a recent layout, and why not."""
     raw = (records or {}).get(key)
     if raw is None:
         return None, "no passing gate recorded for this model digest, documents, prompt and request options"
@@ -595,10 +560,76 @@ def find_gate_record(records: dict | None, key: str, thresholds: dict) -> tuple[
         return None, f"gate record {key} has another layout (schema {GATE_RECORD_SCHEMA} expected)"
     if record.get("passed") is not True or not isinstance(record.get("metrics"), dict):
         return None, f"gate record {key} is not a passing gate"
-    try:
-        missed = check_thresholds(record["metrics"], **thresholds)
-    except (KeyError, TypeError) as exc:
-        return None, f"gate record {key} lacks metric {exc}"
-    if missed:
-        return None, "the recorded gate misses today's thresholds: " + "; ".join(missed)
+    per_document = record.get("per_document")
+    if not isinstance(per_document, list) or not per_document or not all(isinstance(d, dict) for d in per_document):
+        return None, f"gate record {key} has no per-document answers"
     return record, ""
+
+
+def find_champion_record(records: dict | None, key: str) -> tuple[dict | None, str]:
+    """The champion's recorded passing gate under ``key`` (its digest with the candidate's documents, prompt and
+    request options): the baseline of the relative checks; or None and why there is none."""
+    record, why = _parse_record(records, key)
+    if record is None and why.startswith("no passing gate recorded"):
+        why = (
+            "no passing gate of the champion is recorded for these documents, prompt and request options (the run "
+            "that installed it predates them)"
+        )
+    return record, why
+
+
+def judged_with(thresholds: dict, statistics: dict) -> dict:
+    """What a gate's verdict depends on besides its answers: the absolute thresholds and ``confidence``, ``method``
+    and ``on_inconclusive``; a record keeps it, so a reuse under the same settings needs no statistics."""
+    absolute = {k: v for k, v in sorted(thresholds.items()) if not k.endswith(("_drop", "_ratio"))}
+    return {
+        "thresholds": absolute,
+        **{k: statistics.get(k) for k in ("confidence", "method", "on_inconclusive")},
+    }
+
+
+def find_gate_record(
+    records: dict | None, key: str, thresholds: dict, statistics: dict | None = None
+) -> tuple[dict | None, str]:
+    """The recorded passing gate under ``key`` whose answers also pass today's absolute thresholds, and why one is
+    not reused.
+
+    Args:
+        records (dict | None): ConfigMap data, data key -> record as JSON text (or already parsed).
+        key (str): :func:`gate_record_key` of the model, documents, prompt and options under test.
+        thresholds (dict): ``gate_stats.evaluate`` thresholds as configured now (the relative ones are not applied:
+            a reuse has no other model to compare with).
+        statistics (dict | None): ``confidence``, ``method`` and ``on_inconclusive`` (``fail`` or ``pass``) as
+            configured now; default 0.95, Wilson, fail.
+
+    Returns:
+        tuple[dict | None, str]: the record and ``""``; or None and the reason (no record, unreadable, another
+        schema, not passed, or the checks its answers fail today).
+    """
+    # imported here: statsmodels takes a while to import, and the filters that import this file never need it
+    from ansible_collections.homelab.inference.plugins.module_utils.gate_stats import (
+        INCONCLUSIVE,
+        PASSED,
+        evaluate,
+    )
+
+    record, why = _parse_record(records, key)
+    if record is None:
+        return None, why
+    statistics = dict({"confidence": 0.95, "method": "wilson", "on_inconclusive": "fail"}, **(statistics or {}))
+    absolute = {k: v for k, v in thresholds.items() if not k.endswith(("_drop", "_ratio"))}
+    if record.get("judged_with") == judged_with(absolute, statistics):
+        # judged with today's absolute thresholds and statistics when it passed: it still passes, and no
+        # statistics need importing (statsmodels costs seconds of CPU)
+        return record, ""
+    try:
+        evaluation = evaluate(
+            record["per_document"], absolute, confidence=statistics["confidence"], method=statistics["method"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"gate record {key} cannot be judged again: {exc}"
+    verdict = evaluation["verdict"]
+    if verdict == PASSED or (verdict == INCONCLUSIVE and statistics["on_inconclusive"] == "pass"):
+        return record, ""
+    reasons = [c["reason"] for c in evaluation["checks"] if c["verdict"] == verdict]
+    return None, f"the recorded gate is {verdict} with today's thresholds: " + "; ".join(reasons)

@@ -297,6 +297,9 @@ def test_gate_through_litellm_counts_model_groups(module_runner, vllm_running):
             "model": "vllm-qwen",
             "documents_dir": str(DOCUMENTS_DIR),
             "sample_size": 6,
+            # as the role's check through LiteLLM: its sample only; it catches a route that clearly breaks the model
+            "max_documents": 6,
+            "on_inconclusive": "pass",
             "concurrency": 2,
             "request_timeout": 30,
             "max_p95_latency": 20,
@@ -334,7 +337,7 @@ def test_thinking_through_litellm_is_still_detected(module_runner, vllm_running)
         lab.vllm.models[VLLM_SERVED] = good()
     assert result.failed
     assert "thinking output in 3/3 answers" in result["failures"]
-    assert "valid JSON 0.00 < 0.95" in result["failures"]
+    assert "valid_json 0.00 (95 % CI 0.00 to 0.56, n=3) lies below the minimum 0.95" in result["failures"]
 
 
 def test_a_key_echoed_by_the_server_is_masked(module_runner):

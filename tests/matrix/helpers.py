@@ -310,6 +310,7 @@ def forget_pins(twin) -> None:
     (twin.lab_dir / "model-pins.yml").unlink(missing_ok=True)
 
 
-# an accuracy no model reaches: the gate fails and the run rolls back
+# an accuracy no sample of the gate can show (10 of 10: lower bound 0.72), failing closed when undecided: the gate
+# fails and the run rolls back
 GATE = yaml.safe_load((ROOT / "inventory" / "lab" / "group_vars" / "all" / "main.yml").read_text())["inference_gate"]
-GATE_FAILS = json.dumps({"inference_gate": {**GATE, "min_accuracy": 1.01}})
+GATE_FAILS = json.dumps({"inference_gate": {**GATE, "min_accuracy": 1.0, "on_inconclusive": "fail"}})

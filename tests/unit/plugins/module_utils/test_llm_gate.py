@@ -14,9 +14,9 @@ from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import 
     REQUIRED_FIELDS,
     GateInputError,
     build_messages,
-    check_thresholds,
     correspondent_matches,
     documents_sha256,
+    find_champion_record,
     find_gate_record,
     gate_record,
     gate_record_key,
@@ -258,34 +258,28 @@ def test_summarize_counts_and_rates():
     assert m["thinking_answers"] == 1 and len(m["thinking_sample"]) == 300
 
 
-def test_check_thresholds_names_each_miss_with_value_and_threshold():
-    metrics = {"valid_json_rate": 0.8, "latency_p95": 412.0, "accuracy": 0.6, "thinking_answers": 10, "answers": 10}
-    failures = check_thresholds(
-        metrics, min_valid_json=0.95, max_p95_latency=60, min_accuracy=0.7, allow_thinking=False
-    )
-    assert failures == [
-        "valid JSON 0.80 < 0.95",
-        "p95 latency 412.0 s >= 60 s",
-        "accuracy 0.60 < 0.70",
-        "thinking output in 10/10 answers",
-    ]
-    assert check_thresholds(metrics, 0.8, 412.5, 0.6, True) == []
-    # the p95 bound is strict (the stories ask for "< 60 s"), small twin-scaled values keep their precision
-    assert check_thresholds(dict(metrics, latency_p95=0.6), 0, 0.6, 0, True) == ["p95 latency 0.600 s >= 0.6 s"]
-    assert check_thresholds(dict(metrics, latency_p95=None), 0, 1, 0, True) == ["p95 latency n/a >= 1 s"]
-
-
 # -- gate records ---------------------------------------------------------------------------------------------------
 
 THRESHOLDS = {"min_valid_json": 0.95, "max_p95_latency": 60.0, "min_accuracy": 0.7, "allow_thinking": False}
 METRICS = {"valid_json_rate": 1.0, "accuracy": 0.9, "latency_p95": 12.0, "thinking_answers": 0, "answers": 10}
 
 
-def _record(documents, **metrics):
+def _record(documents, correct=None, **metrics):
     options = {"api": "ollama", "json_mode": True, "disable_thinking": True, "temperature": 0.0}
     key = gate_record_key("sha256:" + "a" * 64, documents_sha256(documents), prompt_sha256(), options_sha256(options))
+    correct = len(documents) if correct is None else correct
     per_document = [
-        {"id": d["id"], "expected": d["document_type"], "got": d["document_type"], "extra": 1} for d in documents
+        {
+            "id": d["id"],
+            "expected": d["document_type"],
+            "got": d["document_type"] if i < correct else "letter",
+            "valid": True,
+            "correct": i < correct,
+            "latency": 12.0,
+            "thinking": False,
+            "extra": 1,
+        }
+        for i, d in enumerate(documents)
     ]
     return gate_record(
         key,
@@ -325,34 +319,51 @@ def test_identity_digest_and_short_digest():
     assert short_digest(None) == "unknown"
 
 
-def test_find_gate_record_reuses_only_a_passing_record_that_meets_todays_thresholds(documents):
-    record = _record(documents[:4])
+def test_find_gate_record_reuses_only_a_passing_record_whose_answers_pass_todays_thresholds(documents):
+    record = _record(documents[:12])
     key = record["key"]
+    assert record["schema"] == 2 and record["verdict"] == "passed"
     assert record["per_document"][0] == {
         "id": documents[0]["id"],
         "expected": documents[0]["document_type"],
         "got": documents[0]["document_type"],
-        "valid": None,
-        "correct": None,
-        "latency": None,
-        "thinking": None,
+        "valid": True,
+        "correct": True,
+        "latency": 12.0,
+        "thinking": False,
         "correspondent_ok": None,
     }
     found, why = find_gate_record({key: json.dumps(record)}, key, THRESHOLDS)
+    assert why.startswith("the recorded gate is inconclusive"), "12 of 12 valid cannot show 95 %"
+    assert "valid_json 1.00 (95 % CI 0.76 to 1.00, n=12) neither clears nor misses the minimum 0.95" in why
+    lenient = dict(THRESHOLDS, min_valid_json=0.7)
+    found, why = find_gate_record({key: json.dumps(record)}, key, lenient)
     assert found == record and why == ""
-    assert find_gate_record({key: record}, key, THRESHOLDS)[0] == record  # parsed data works too
+    assert find_gate_record({key: record}, key, THRESHOLDS, {"on_inconclusive": "pass"})[0] == record
+    relative = dict(lenient, max_accuracy_drop=0.0)
+    assert find_gate_record({key: record}, key, relative)[0] == record, "a reuse has no champion to compare with"
     cases = [
         ({}, "no passing gate recorded"),
         ({key: "{not json"}, "is not JSON"),
-        ({key: json.dumps({**record, "schema": 0})}, "another layout"),
+        ({key: json.dumps({**record, "schema": 1})}, "another layout"),
         ({key: json.dumps({**record, "key": "gate-other"})}, "another layout"),
         ({key: json.dumps({**record, "passed": False})}, "not a passing gate"),
-        ({key: json.dumps(_record(documents[:4], accuracy=0.6))}, "misses today's thresholds: accuracy 0.60 < 0.70"),
-        ({key: json.dumps({**record, "metrics": {"accuracy": 0.9}})}, "lacks metric"),
+        ({key: json.dumps({**record, "per_document": []})}, "no per-document answers"),
+        (
+            {key: json.dumps(_record(documents[:12], correct=3))},
+            "the recorded gate is failed with today's thresholds: accuracy 0.25",
+        ),
     ]
     for records, needle in cases:
-        found, why = find_gate_record(records, key, THRESHOLDS)
+        found, why = find_gate_record(records, key, lenient)
         assert found is None and needle in why, (records, why)
+
+
+def test_find_champion_record_says_why_there_is_no_baseline(documents):
+    record = _record(documents[:6])
+    assert find_champion_record({record["key"]: json.dumps(record)}, record["key"]) == (record, "")
+    found, why = find_champion_record({}, record["key"])
+    assert found is None and why.startswith("no passing gate of the champion is recorded for these documents")
 
 
 # -- gate_records_patch: the records ConfigMap keeps the newest records -----------------------------------------
@@ -381,3 +392,22 @@ def test_gate_records_patch_rewrites_a_key_in_place_and_checks_keep():
     assert gate_records_patch(None, "gate-a", {}, keep=1) == {"gate-a": "{}"}
     with pytest.raises(ValueError, match="keep must be at least 1, got 0"):
         gate_records_patch(records, "gate-b", {}, keep=0)
+
+
+def test_a_record_judged_with_todays_settings_is_reused_without_judging_again(documents, monkeypatch):
+    import ansible_collections.homelab.inference.plugins.module_utils.gate_stats as gate_stats
+    from ansible_collections.homelab.inference.plugins.module_utils.llm_gate import judged_with
+
+    statistics = {"confidence": 0.95, "method": "wilson", "on_inconclusive": "pass"}
+    record = dict(_record(documents[:12]), judged_with=judged_with(THRESHOLDS, statistics))
+    stored = {record["key"]: json.dumps(record)}
+
+    def no_statistics(*_args, **_kwargs):
+        raise AssertionError("the statistics were computed again")
+
+    monkeypatch.setattr(gate_stats, "evaluate", no_statistics)
+    assert find_gate_record(stored, record["key"], THRESHOLDS, statistics) == (json.loads(stored[record["key"]]), "")
+    relative = dict(THRESHOLDS, max_accuracy_drop=0.05)  # a reuse has no champion: relative thresholds do not matter
+    assert find_gate_record(stored, record["key"], relative, statistics)[0] is not None
+    with pytest.raises(AssertionError, match="computed again"):
+        find_gate_record(stored, record["key"], dict(THRESHOLDS, min_accuracy=0.9), statistics)
