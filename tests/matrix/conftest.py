@@ -4,20 +4,16 @@ Qwen3-8B-AWQ on vLLM), whose state is "previous" for every case; each case leave
 Starting a twin and rebuilding the tier takes one to two minutes on a busy machine, so the matrix's files share one
 (with --dist loadfile a worker runs its matrix files one after the other: the longest start first). Every case
 ends with the twin back in the baseline state (the ``twin`` fixture restores and asserts it), so the next file
-starts where a fresh twin would. The twin is stopped as soon as the worker leaves tests/matrix, as tests/kube's
-is, so it never idles next to the twins other directories start; should the run come back, a new one is built.
+starts where a fresh twin would. The twin is stopped as soon as the worker's next test does not use it, as
+tests/kube's is, so it never idles next to a twin another file starts; should the run come back, a new one is built.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from tests.matrix.helpers import ROOT, dump, playbook
 from tests.twin import Twin
-
-HERE = Path(__file__).resolve().parent
 
 
 class SharedLab:
@@ -62,8 +58,9 @@ def shared_lab(request, tmp_path_factory) -> SharedLab:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     yield
-    # after the last matrix case this worker has queued (and its restore): stop the twin now
-    if nextitem is None or Path(nextitem.path).resolve().parent != HERE:
+    # after the last case of the shared twin this worker has queued (and its restore): stop the twin now, before a
+    # file with a twin of its own (another directory's, or a matrix file's own) starts one beside it
+    if nextitem is None or "shared_lab" not in nextitem.fixturenames:
         shared = item.config.stash.get(SHARED, None)
         if shared is not None:
             shared.stop()
