@@ -12,37 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.matrix.helpers import ROOT, dump, playbook
+from tests.matrix.helpers import SharedLab, dump, playbook
 from tests.twin import Twin
-
-
-class SharedLab:
-    """The matrix's twin, started and rebuilt on first use."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
-        self.tmp_path_factory = tmp_path_factory
-        self.twin: Twin | None = None
-
-    def get(self) -> Twin:
-        if self.twin is None:
-            twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
-            twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-            try:
-                twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
-                rebuild = playbook(twin, "rebuild-inference-tier.yml")
-                assert rebuild.returncode == 0, rebuild.stdout[-3000:]
-                twin.baseline = dump(twin)
-            except BaseException:
-                twin.down()
-                raise
-            self.twin = twin
-        return self.twin
-
-    def stop(self) -> None:
-        if self.twin is not None:
-            twin, self.twin = self.twin, None
-            twin.down()
-
 
 SHARED = pytest.StashKey[SharedLab]()
 

@@ -4,8 +4,9 @@ champion (which cannot be loaded beside its challenger) is compared from its rec
 Paperless-ngx documents are used (and the shipped ones stand in when the token is wrong), and the report's pictures
 show what their data says.
 
-The cases run in order on one twin (the module's ``lab``: the rebuild recorded the gates of phi4-mini and
-Qwen3-8B-AWQ on the first 10 documents); each starts from the state the one before left. What the emulated models
+The cases run in order on a twin of this file's own (not the matrix's shared one: the rebuild recorded the gates of
+phi4-mini and Qwen3-8B-AWQ on the first 10 documents and nothing else is recorded); each starts from the state the
+one before left. What the emulated models
 answer is deterministic (lab/ollama/behaviour.py): on the 22 shipped documents phi4-mini answers 8 of the first 10
 right, qwen2.5:14b 9 of 10 and 21 of 22, llama3.2:1b 3 of 10 (6 of them valid JSON).
 """
@@ -16,9 +17,17 @@ import json
 
 import pytest
 
-from tests.matrix.helpers import GATE, answers_through_litellm, upgrade
+from tests.matrix.helpers import GATE, SharedLab, answers_through_litellm, upgrade
 
 pytestmark = pytest.mark.usefixtures("lab")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A twin of this file's own, rebuilt from the lab inventory; its cases leave it where they end."""
+    own = SharedLab(tmp_path_factory)
+    yield own.get()
+    own.stop()
 
 
 def report(twin, tier: str) -> dict:
