@@ -11,12 +11,12 @@ raises :class:`OllamaError` (timeouts raise the subclass :class:`OllamaTimeout`)
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.homelab.inference.plugins.module_utils.model_names import same_model
+from ansible_collections.homelab.inference.plugins.module_utils.tls import httpx_verify
 
 try:
     import httpx
@@ -54,13 +54,6 @@ class OllamaError(Exception):
 
 class OllamaTimeout(OllamaError):
     """The request did not complete within the timeout (seconds)."""
-
-
-def _verify_value(verify: bool | str) -> bool | ssl.SSLContext:
-    """Translate ``verify`` (True/False or a CA bundle path) into what httpx 0.28 accepts."""
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return bool(verify)
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -163,7 +156,7 @@ class OllamaClient:
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout,
-            verify=_verify_value(verify),
+            verify=httpx_verify(verify),
             headers=dict(headers or {}),
         )
 

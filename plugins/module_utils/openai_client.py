@@ -13,8 +13,9 @@ problem, a body that is not JSON) raises :class:`OpenAIError`; a timeout raises 
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
+
+from ansible_collections.homelab.inference.plugins.module_utils.tls import httpx_verify
 
 try:
     import httpx
@@ -90,13 +91,6 @@ class OpenAITimeout(OpenAIError):
     """The request did not complete within the timeout (seconds)."""
 
 
-def _verify_value(verify: bool | str) -> bool | ssl.SSLContext:
-    """Translate ``verify`` (True/False or a CA bundle path) into what httpx 0.28 accepts."""
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return bool(verify)
-
-
 def _error_message(response: httpx.Response) -> tuple[str, Any]:
     """The error text of an error response and its decoded body.
 
@@ -162,7 +156,7 @@ class OpenAIClient:
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout,
-            verify=_verify_value(verify),
+            verify=httpx_verify(verify),
             headers=all_headers,
             limits=limits,
         )

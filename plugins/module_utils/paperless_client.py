@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ansible_collections.homelab.inference.plugins.module_utils.openai_client import _verify_value
+from ansible_collections.homelab.inference.plugins.module_utils.tls import httpx_verify
 
 try:
     import httpx
@@ -65,7 +65,7 @@ class PaperlessClient:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             timeout=float(timeout),
-            verify=_verify_value(verify),
+            verify=httpx_verify(verify),
             headers={"Accept": "application/json", "Authorization": f"Token {token}"},
         )
 
