@@ -19,7 +19,9 @@ import pytest
 
 from tests.matrix.helpers import GATE, SharedLab, answers_through_litellm, upgrade
 
-pytestmark = pytest.mark.usefixtures("lab")
+# in make extended, not make test: about 11 minutes on one worker on a good day, 25 on a slow one (README "Tests and
+# their budget"); tests/gate/ proves the same rules against the emulators in make test
+pytestmark = [pytest.mark.usefixtures("lab"), pytest.mark.slow, pytest.mark.extended]
 
 
 @pytest.fixture(scope="module")
