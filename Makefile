@@ -21,13 +21,15 @@ PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&
 
 # pytest workers: each runs its share of the test files with twins of its own (most of a twin's time is waiting)
 PYTEST_WORKERS ?= 3
-# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is
-LOAD_PERCENT ?= 60
+# the machine busy while molecule runs: stress-ng keeps both cores this busy (percent), as an operator's lab is.
+# 40: at 60 the scenarios had 0.8 of the 2 cores and took 25 minutes on a day this machine ran at half speed
+# (2026-12-07), more than the CI's budget allows beside pytest; the probe's assertion is the same at either load
+LOAD_PERCENT ?= 40
 # make chaos: rounds and seed of the long sweep of runs stopped at random instants
 CHAOS_ROUNDS ?= 20
 CHAOS_SEED ?=
 
-.PHONY: help venv controlplane demo test lint chart-deps chart-docs sanity units pytest molecule chaos bench \
+.PHONY: help venv controlplane demo test lint chart-deps chart-docs sanity units pytest molecule chaos extended bench \
 	collection-tree lab-up lab-down lab-status lab-reset clean
 
 help: ## list the targets
@@ -133,6 +135,9 @@ molecule: venv controlplane ## the molecule scenarios against the twin, with bot
 	molecule test --all; \
 	echo "molecule: load average over the last 1, 5 and 15 minutes: $$(cut -d' ' -f1-3 /proc/loadavg) (2 cores)"
 	@echo "molecule: $$(ls molecule/*/molecule.yml | wc -l) passed, 0 failed"   # reached only when every scenario passed
+
+extended: venv controlplane ## the end-to-end cases beyond make test's budget (pytest -m extended; see README)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 -m extended
 
 chaos: venv controlplane ## the long sweep: upgrades stopped at CHAOS_ROUNDS seeded random instants, each recovered
 	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SEED=$(CHAOS_SEED) $(PY) -m pytest -m chaos tests/matrix/test_chaos.py -v -s

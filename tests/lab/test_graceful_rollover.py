@@ -299,7 +299,9 @@ def test_without_a_prestop_delay_a_rollover_fails_requests(twin, core, namespace
     assert requests.failures, f"some requests fail: {info}"
     assert {what for _at, what in requests.failures} <= {"ConnectError", "RemoteProtocolError", "ReadError"}, info
     deleted = pods.deleted_at(old)
-    assert all(-0.5 <= at - deleted <= 3 for at, _what in requests.failures), f"right after the deletion: {info}"
+    # as the watch saw the deletion: on a busy machine its thread delivers the event up to a second or so after the
+    # kubelet acted on it (1.5 s: a failure seen 0.81 s "before" it on a half-speed day)
+    assert all(-1.5 <= at - deleted <= 3 for at, _what in requests.failures), f"right after the deletion: {info}"
     assert twin.state()["services"]["ml/ollama"]["rejected"] > rejected, "the proxy reset them: nothing listened"
     assert "Stopping container ollama (SIGTERM)" in pod_log(twin, old, "ollama")
     assert "PreStop" not in pod_log(twin, old, "ollama")

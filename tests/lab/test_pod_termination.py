@@ -70,17 +70,20 @@ async def kubelet(tmp_path):
 
 
 HOOKS = web.AppKey("hooks", list)
+STARTED = web.AppKey("started", list)
 
 
 def app() -> web.Application:
     """An emulated server: ``GET /`` answers at once, ``GET /slow?s=N`` after N seconds; it counts hook calls."""
     application = web.Application()
     application[HOOKS] = []
+    application[STARTED] = []
 
     async def root(_request):
         return web.Response(text="ok")
 
     async def slow(request):
+        request.app[STARTED].append(time.monotonic())
         await asyncio.sleep(float(request.query["s"]))
         return web.Response(text="done")
 
@@ -101,6 +104,15 @@ async def served(kubelet: Kubelet, tmp_path: Path, application: web.Application 
     container.log_file = tmp_path / "app.log"
     await kubelet._serve(container, application or app())
     return container
+
+
+async def slow_request_started(application: web.Application, timeout: float = 10.0) -> None:
+    """Wait until the server is handling a ``/slow`` request: on a busy machine a request sent 0.1 s earlier may not
+    have reached it yet, and a server with nothing in flight rightly exits at once on SIGTERM."""
+    deadline = time.monotonic() + timeout
+    while not application[STARTED]:
+        assert time.monotonic() < deadline, "the slow request never reached the server"
+        await asyncio.sleep(0.01)
 
 
 def terminating(grace: float) -> PodRuntime:
@@ -129,12 +141,13 @@ async def get(address: str, timeout: float = 30) -> int | str:
 async def test_prestop_sleep_serves_on_then_sigterm_stops_accepting_and_finishes_the_requests_in_flight(
     kubelet, tmp_path
 ):
-    container = await served(kubelet, tmp_path)
+    application = app()
+    container = await served(kubelet, tmp_path, application)
     address = url(container)
     idle = httpx.AsyncClient()  # a kept-alive connection (as the readiness probe's) must not hold the exit back
     assert (await idle.get(address)).status_code == 200
     in_flight = asyncio.create_task(get(url(container, "/slow?s=1.6")))
-    await asyncio.sleep(0.1)
+    await slow_request_started(application)
     started = time.monotonic()
     spec = {"lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}
     killing = asyncio.create_task(kubelet._kill(terminating(grace=30), container, spec))
@@ -161,9 +174,10 @@ async def test_prestop_sleep_serves_on_then_sigterm_stops_accepting_and_finishes
 async def test_a_request_longer_than_the_grace_period_is_cut_by_sigkill(kubelet, tmp_path):
     """The grace period only ever gets shorter (a second delete with --grace-period=1), and the container still gets
     upstream's 2 s after its SIGTERM; then SIGKILL: the connection is reset, exit code 137."""
-    container = await served(kubelet, tmp_path)
+    application = app()
+    container = await served(kubelet, tmp_path, application)
     in_flight = asyncio.create_task(get(url(container, "/slow?s=20")))
-    await asyncio.sleep(0.1)
+    await slow_request_started(application)
     runtime = terminating(grace=30)
     started = time.monotonic()
     killing = asyncio.create_task(kubelet._kill(runtime, container, {}))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
@@ -313,3 +314,32 @@ def forget_pins(twin) -> None:
 # an accuracy no model reaches: the gate fails and the run rolls back
 GATE = yaml.safe_load((ROOT / "inventory" / "lab" / "group_vars" / "all" / "main.yml").read_text())["inference_gate"]
 GATE_FAILS = json.dumps({"inference_gate": {**GATE, "min_accuracy": 1.01}})
+
+
+class SharedLab:
+    """A twin rebuilt from the lab inventory (the state "previous" of the matrix's cases, kept as ``baseline``),
+    started on first use."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self.tmp_path_factory = tmp_path_factory
+        self.twin: Twin | None = None
+
+    def get(self) -> Twin:
+        if self.twin is None:
+            twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
+            twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+            try:
+                twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
+                rebuild = playbook(twin, "rebuild-inference-tier.yml")
+                assert rebuild.returncode == 0, rebuild.stdout[-3000:]
+                twin.baseline = dump(twin)
+            except BaseException:
+                twin.down()
+                raise
+            self.twin = twin
+        return self.twin
+
+    def stop(self) -> None:
+        if self.twin is not None:
+            twin, self.twin = self.twin, None
+            twin.down()

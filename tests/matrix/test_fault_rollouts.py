@@ -21,7 +21,8 @@ from tests.matrix.helpers import (
 )
 from tests.twin import ROOT
 
-pytestmark = pytest.mark.slow
+# in make extended, not make test: the CI's 90 minutes on a slow day (README "Tests and their budget")
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 def test_a_runtime_that_never_gets_ready_names_its_own_cause(twin):

@@ -18,7 +18,8 @@ from tests.matrix.helpers import (
 )
 from tests.twin import wait_for
 
-pytestmark = pytest.mark.slow
+# in make extended, not make test: the CI's 90 minutes on a slow day (README "Tests and their budget")
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 def test_load_out_of_memory_leaves_the_rollback_incomplete_until_restored(twin):

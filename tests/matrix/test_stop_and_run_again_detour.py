@@ -22,7 +22,8 @@ from tests.matrix.helpers import (
     upgrade,
 )
 
-pytestmark = pytest.mark.slow
+# in make extended, not make test: the CI's 90 minutes (README "Tests and their budget")
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 # -- run again: the same upgrade restores the record first, then reaches its target ------------------------------

@@ -10,7 +10,8 @@ import pytest
 
 from tests.matrix.test_stop_anywhere import stop_then_restore
 
-pytestmark = pytest.mark.slow
+# in make extended, not make test: the CI's 90 minutes (README "Tests and their budget")
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 @pytest.mark.parametrize(
