@@ -123,7 +123,9 @@ def playbook(twin: Twin, name: str, *args: str, at_step: tuple | None = None) ->
         try:
             wait_for(
                 lambda: run.proc.poll() is not None or record(twin).get("step") == step,
-                timeout=300,
+                # as long as the run's own wait: on a slow, busy machine a vLLM upgrade took over 300 s to reach
+                # its fallback drill (CI of 2026-12-07); the wait ends at once when the run ends first
+                timeout=900,
                 interval=0.2,
                 what=f"step {step}",
             )
