@@ -219,6 +219,23 @@ def cmd_fault(cfg: LabConfig, args) -> int:
     return 0
 
 
+def cmd_traffic(cfg: LabConfig, args) -> int:
+    """``traffic ALIAS [--seconds N] [--workers N] [--pause S]``: live requests through the twin's LiteLLM, as
+    Paperless-AI sends them; prints what the clients saw as JSON."""
+    from lab.traffic import Traffic
+
+    if _state(cfg) is None:
+        print("twin is not running", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    endpoints = json.loads((cfg.lab_dir / "endpoints.json").read_text())
+    key = (cfg.secrets_dir / "litellm-master-key").read_text().strip()
+    traffic = Traffic(endpoints["services"]["ml/litellm"], key, args.alias, workers=args.workers, pause=args.pause)
+    with traffic:
+        time.sleep(args.seconds)
+    print(json.dumps(traffic.summary(), indent=2))
+    return 0
+
+
 def cmd_serve(cfg: LabConfig, args) -> int:
     from lab.runtime import serve
 
@@ -249,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     fault.add_argument("action", choices=["list", "inject", "clear"])
     fault.add_argument("name", nargs="?", help="the fault (inject, clear; clear without a name clears all)")
     fault.add_argument("params", nargs="*", help="key=value parameters of the fault")
+    traffic = sub.add_parser("traffic", help="send live requests for an alias through LiteLLM (as Paperless-AI)")
+    traffic.add_argument("alias", help="the model alias, e.g. ollama-qwen")
+    traffic.add_argument("--seconds", type=float, default=60.0, help="how long to send (default 60)")
+    traffic.add_argument("--workers", type=int, default=2, help="requests in flight at once (default 2)")
+    traffic.add_argument("--pause", type=float, default=0.0, help="seconds each worker waits between requests")
     args = parser.parse_args(argv)
     cfg = load_config()
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "serve": cmd_serve}
     commands["fault"] = cmd_fault
+    commands["traffic"] = cmd_traffic
     return commands[args.command](cfg, args)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from ansible_collections.homelab.inference.plugins.module_utils.model_names import normalize_name
 
 log = logging.getLogger("lab.faults")
 
@@ -55,6 +56,12 @@ SPECS = {
             {"percent": 50, "message": "max retries exceeded: read tcp: connection reset by peer"},
         ),
         FaultSpec("ollama-disk-full", "an Ollama pull fails: no space left on device", {}),
+        FaultSpec(
+            "ollama-chat-error",
+            "the emulated Ollama answers HTTP 500 (a crashed runner) to <percent>% of the chat and generate requests "
+            "for <model> ('' = any model), spread evenly: every request that completes another whole failure fails",
+            {"model": "", "percent": 100, "message": "llama runner process has terminated: signal: killed"},
+        ),
         FaultSpec(
             "ollama-load-oom",
             "loading a model fails with Ollama's memory error (as when the limit is too small)",
@@ -102,6 +109,7 @@ class Faults:
     def __init__(self) -> None:
         self.active: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
+        self.seen: dict[str, int] = {}  # requests a fault with a share saw since it was injected
         self.on_change: list[Callable[[str, bool, dict], Any]] = []
 
     # -- inject / clear ----------------------------------------------------------------------------------------
@@ -137,6 +145,7 @@ class Faults:
         if not SPECS[name].once:
             self.active[name] = params
             self.counts[name] = 0
+            self.seen[name] = 0
         log.warning("fault injected: %s %s", name, params)
         for callback in self.on_change:
             await callback(name, True, params)
@@ -200,6 +209,19 @@ class Faults:
         params = self.active.get("ollama-pull-error")
         if params is not None and total and completed * 100 >= params["percent"] * total:
             self._hit("ollama-pull-error")
+            return params["message"]
+        return None
+
+    def ollama_chat(self, model: str) -> str | None:
+        """``ollama-chat-error``: the error text a chat or generate request for ``model`` fails with, or None. With
+        ``percent`` p, the n-th request of the model fails when floor(n p / 100) grows: exactly p % of any run of
+        requests, spread evenly (a live canary sees the share whatever its request count)."""
+        params = self.active.get("ollama-chat-error")
+        if params is None or (params["model"] and normalize_name(params["model"]) != normalize_name(model)):
+            return None
+        seen = self.seen["ollama-chat-error"] = self.seen.get("ollama-chat-error", 0) + 1
+        if seen * params["percent"] // 100 > (seen - 1) * params["percent"] // 100:
+            self._hit("ollama-chat-error")
             return params["message"]
         return None
 

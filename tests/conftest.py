@@ -65,6 +65,7 @@ LONGEST_FIRST = [
     "tests/matrix/test_stop_and_run_again_detour.py",
     "tests/matrix/test_fault_runtimes_down.py",
     "tests/matrix/test_gate_champion.py",
+    "tests/matrix/test_canary.py",
     "tests/plugins/test_collection.py",
 ]
 

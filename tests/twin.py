@@ -139,3 +139,40 @@ class Twin:
 
     def wait_for(self, predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
         return wait_for(predicate, timeout=timeout, interval=interval, what=what)
+
+
+class SharedTwin:
+    """A twin shared by the tests of one pytest worker: started (and made ready by ``prepare(twin)``, once) on
+    first use, stopped by :meth:`stop`. A ``prepare`` that fails stops the twin it started."""
+
+    def __init__(self, tmp_path_factory, prepare=None):
+        self.tmp_path_factory = tmp_path_factory
+        self.prepare = prepare
+        self.twin: Twin | None = None
+
+    def get(self) -> Twin:
+        if self.twin is None:
+            twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
+            try:
+                if self.prepare is not None:
+                    self.prepare(twin)
+            except BaseException:
+                twin.down()
+                raise
+            self.twin = twin
+        return self.twin
+
+    def stop(self) -> None:
+        if self.twin is not None:
+            twin, self.twin = self.twin, None
+            twin.down()
+
+
+def stop_unless_next_uses(item, nextitem, key, uses) -> None:
+    """For a ``pytest_runtest_teardown`` hook: stop the :class:`SharedTwin` in ``item.config.stash[key]`` unless the
+    worker's next test (``nextitem``) ``uses(nextitem)`` it, so a shared twin never idles beside the twin another
+    test starts."""
+    if nextitem is None or not uses(nextitem):
+        shared = item.config.stash.get(key, None)
+        if shared is not None:
+            shared.stop()

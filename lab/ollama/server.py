@@ -660,6 +660,9 @@ async def _infer(  # noqa: C901 - Ollama's load, stream and error paths of one r
         emu.release(runner, req.keep_alive)
         return web.json_response({**payload("", None, True), "done_reason": "load", **_stats(None, started, load_s, 0)})
 
+    failure = emu.faults.ollama_chat(req.model.name) if emu.faults is not None else None
+    if failure:  # the twin's fault ollama-chat-error: the model's runner crashed on this request
+        raise ApiError(500, failure)
     if emu.pending >= emu.max_queue:
         raise ApiError(503, "server busy, please try again.  maximum pending requests exceeded")
     emu.pending += 1

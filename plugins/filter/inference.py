@@ -36,6 +36,8 @@ description:
   - C(registry_manifest_path) gives the Ollama registry v2 manifest path of a model tag.
   - C(quantity_mib) converts a Kubernetes quantity (C(20709376Ki), C(16Gi)) to MiB.
   - C(upgrade_input_problem) says why the C(tier) and C(model) of an upgrade are bad input (or "").
+  - C(canary_problem) says why the inventory's C(inference_canary) cannot serve an upgrade (or "").
+  - C(canary_memory_problem) says why a canary would thrash the runtime (both models do not fit at once), or "".
   - C(lxc_plan) works out the LXC size of a tier (grow, same, shrink, kept larger).
   - C(tier_plan) plans one tier from what preflight read (checks, notes and the plan entry).
   - C(shown) quotes a value for a message, at most 80 characters.
@@ -178,6 +180,147 @@ def upgrade_input_problem(tier, model, tiers):
     if problem:  # the problem quotes the name (at most 80 characters of it)
         return f"Bad input: model {problem}" if problem.startswith("'") else f"Bad input: model: {problem}"
     return ""
+
+
+CANARY_KEYS = (
+    "tiers",
+    "share_percent",
+    "min_requests",
+    "max_requests",
+    "duration",
+    "poll_interval",
+    "min_success_rate",
+    "max_success_drop",
+    "confidence",
+    "on_inconclusive",
+)
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _canary_value_problem(key, value):
+    if key == "share_percent" and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 99):
+        return f"inference_canary.share_percent must be a whole percent from 1 to 99, got {shown(value)}"
+    if key in ("min_requests", "max_requests") and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    ):
+        return f"inference_canary.{key} must be a whole number of requests, at least 1, got {shown(value)}"
+    if key in ("duration", "poll_interval") and not (_number(value) and value > 0):
+        return f"inference_canary.{key} must be a positive number of seconds, got {shown(value)}"
+    if (
+        key in ("min_success_rate", "max_success_drop")
+        and value is not None
+        and not (_number(value) and 0 <= value <= 1)
+    ):
+        return f"inference_canary.{key} must be a fraction from 0 to 1 (or null: no such check), got {shown(value)}"
+    if key == "confidence" and not (_number(value) and 0 < value < 1):
+        return f"inference_canary.confidence must be between 0 and 1 (exclusive), got {shown(value)}"
+    if key == "on_inconclusive" and value not in ("fail", "pass"):
+        return f"inference_canary.on_inconclusive must be fail or pass, got {shown(value)}"
+    return ""
+
+
+def _canary_tiers_problem(listed, tiers):
+    if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+        return f"inference_canary.tiers must be a list of tier names, got {shown(listed)}"
+    for name in listed:
+        if name not in tiers:
+            return f"inference_canary.tiers names {shown(name)}, which is not a tier of inference_tiers"
+        runtime = (tiers[name] or {}).get("runtime", "ollama")
+        if runtime != "ollama":
+            return (
+                f"inference_canary.tiers names {name}, whose runtime is {runtime}: a canary serves the old and the "
+                f"new model side by side, which vLLM (one model per server) cannot. Remove {name} from "
+                "inference_canary.tiers"
+            )
+    return ""
+
+
+def canary_problem(settings, tiers):
+    """Why the inventory's ``inference_canary`` is bad input, or ``""``; checked in preflight, before anything
+    changes.
+
+    Args:
+        settings (dict | None): ``inference_canary`` (README "The canary"); None or ``{}`` is no canary.
+        tiers (dict): ``inference_tiers``.
+
+    Returns:
+        str: a message naming the field, what is wrong and the fix; ``""`` when the settings are good. A canary
+        needs a runtime that serves both models at once: Ollama loads either on demand, vLLM serves the one model
+        it was started with.
+    """
+    if not settings:
+        return ""
+    if not isinstance(settings, dict):
+        return f'inference_canary must be a mapping (README "The canary"), got {_kind(settings)}'
+    unknown = sorted(set(settings) - set(CANARY_KEYS))
+    if unknown:
+        return f"inference_canary has unknown key(s) {', '.join(unknown)}; known: {', '.join(CANARY_KEYS)}"
+    problem = _canary_tiers_problem(settings.get("tiers", []), tiers or {})
+    if problem:
+        return problem
+    for key in CANARY_KEYS[1:]:
+        if key in settings:
+            problem = _canary_value_problem(key, settings[key])
+            if problem:
+                return problem
+    if settings.get("max_requests", 200) < settings.get("min_requests", 20):
+        return "inference_canary.max_requests must be at least inference_canary.min_requests"
+    return ""
+
+
+def canary_memory_problem(entry, tags, catalog):
+    """Why a canary of the planned upgrade ``entry`` would thrash the runtime, or ``""``.
+
+    A canary serves the old and the new model side by side, so the runtime must hold both at once: Ollama loads a
+    model on its first request and, when memory is short, waits for the other model's requests to end, unloads it
+    and loads this one (its scheduler, server/sched.go): with two models that do not fit together, every switch is a
+    cold load (164 to 218 s on the lab's CPU worker, stories 12.8 and 25.2) and the canary measures load times, not
+    the model. Both fit when the memory each needs to run (``run_gib``, or its ``memory_limit_gib`` when its size
+    is unknown) adds up to at most the new model's memory limit (the limit the tier is deployed with).
+
+    Args:
+        entry (dict): the tier's plan entry (``tier_plan``): ``model``, ``previous_model``, ``runtime``,
+            ``requirements``.
+        tags (dict): the Ollama ``/api/tags`` read of the tier (``json.models`` with ``name`` and ``size`` in
+            bytes), for the old model's size.
+        catalog (dict): ``inference_model_catalog``.
+
+    Returns:
+        str: the problem, naming both models, the memory and the fixes; ``""`` when both fit, when there is no old
+        model (or it is the new one), or when the old model's needs are unknown.
+    """
+    entry = entry or {}
+    old, new = entry.get("previous_model") or "", entry.get("model") or ""
+    if entry.get("runtime") != "ollama" or not old or ollama_tag(old) == ollama_tag(new):
+        return ""
+    models = (
+        (((tags or {}).get("json") or {}).get("models") or []) if isinstance((tags or {}).get("json"), dict) else []
+    )
+    size = next((int(m.get("size") or 0) for m in models if m.get("name") == ollama_tag(old)), 0)
+    try:
+        old_needs = model_requirements((catalog or {}).get(old) or (catalog or {}).get(ollama_tag(old)), size or None)
+    except AnsibleFilterError:
+        return ""
+    new_needs = entry.get("requirements") or {}
+
+    def gib(needs):
+        return float(needs.get("run_gib") or needs.get("memory_limit_gib") or 0)
+
+    limit = float(new_needs.get("memory_limit_gib") or 0)
+    together = gib(old_needs) + gib(new_needs)
+    if not limit or together <= limit:
+        return ""
+    return (
+        f"inference_canary.tiers names {entry.get('tier')}, but its canary would serve {old} (about "
+        f"{gib(old_needs):.1f} GiB to run) and {new} (about {gib(new_needs):.1f} GiB) side by side, {together:.1f} GiB "
+        f"in all, and the tier is deployed with a memory limit of {new_needs.get('memory_limit')} for {new}: Ollama "
+        f"would unload one model to load the other at every switch, so the canary would measure cold loads. Upgrade "
+        f"without the canary (remove {entry.get('tier')} from inference_canary.tiers for this run: -e "
+        "'{\"inference_canary\": {}}'), or give the new model a memory_limit in inference_model_catalog that holds both"
+    )
 
 
 def lxc_plan(now_mib, needed_mib, shrink=False):
@@ -1064,6 +1207,8 @@ class FilterModule:
             "helm_stuck_fix": helm_stuck_fix,
             "pod_problems": pod_problems,
             "upgrade_input_problem": upgrade_input_problem,
+            "canary_problem": canary_problem,
+            "canary_memory_problem": canary_memory_problem,
             "lxc_plan": lxc_plan,
             "tier_plan": tier_plan,
             "shown": shown,

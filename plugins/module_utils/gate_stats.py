@@ -416,3 +416,77 @@ def evaluate(challenger_docs, thresholds, champion_docs=None, confidence=0.95, m
         "confidence": confidence,
         "method": method,
     }
+
+
+# -- the canary's checks -----------------------------------------------------------------------------------------------
+
+CANARY_THRESHOLD_KEYS = ("min_success_rate", "max_success_drop")
+"""Thresholds :func:`evaluate_canary` reads; each is optional (None or absent: no check)."""
+
+
+def _check_canary_thresholds(thresholds):
+    unknown = sorted(set(thresholds) - set(CANARY_THRESHOLD_KEYS))
+    if unknown:
+        known = ", ".join(CANARY_THRESHOLD_KEYS)
+        raise ValueError(f"unknown canary threshold(s) {', '.join(unknown)}; known: {known}")
+    for name in CANARY_THRESHOLD_KEYS:
+        value = thresholds.get(name)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a fraction from 0 to 1 (0.02 is two points), got {value!r}")
+
+
+def _canary_checks(mine, theirs, thresholds, confidence):
+    checks = []
+    minimum = thresholds.get("min_success_rate")
+    if minimum is not None:
+        if mine is None:
+            reason = f"success_rate: the new deployment has had no request yet (minimum {minimum:.2f})"
+            checks.append(_check("success_rate", "absolute", minimum, INCONCLUSIVE, reason, value=None, n=0))
+        else:
+            checks.append(_absolute_rate_check("success_rate", mine, minimum))
+    drop = thresholds.get("max_success_drop")
+    if drop is not None:
+        if mine is None:
+            reason = f"success_rate: the new deployment has had no request yet (allowed drop {drop:.2f})"
+            checks.append(_check("success_rate", "relative", drop, INCONCLUSIVE, reason, value=None, n=0))
+        elif theirs is not None:
+            checks.append(_relative_rate_check("success_rate", mine, theirs, drop, confidence))
+    return checks
+
+
+def evaluate_canary(challenger, champion, thresholds, confidence=0.95, method="wilson"):
+    """The canary's checks of live traffic: the new deployment's (challenger's) success rate, absolute and against
+    the old deployment (champion) that served the same alias at the same time, and the verdict.
+
+    The same rules as the gate's rates (:func:`evaluate`): the success rate with its interval (:func:`rate`), its
+    minimum judged by :func:`check_minimum`, its drop against the champion by :func:`check_max_drop` on Newcombe's
+    interval of the difference (:func:`rate_difference`; the two deployments saw different requests, so no paired
+    test). A side without requests gives no interval: a challenger without requests is ``inconclusive``, a champion
+    without requests skips the relative check.
+
+    :param challenger: ``(successes, requests)`` of the new deployment in the window
+    :param champion: ``(successes, requests)`` of the old deployment in the same window
+    :param thresholds: optional keys (None or absent: no check): ``min_success_rate`` (fraction 0..1),
+        ``max_success_drop`` (fraction: 0.02 is two points)
+    :param confidence: confidence level of every interval (0..1, default 0.95)
+    :param method: rate interval, ``wilson`` or ``beta`` (Clopper-Pearson)
+    :returns: dict with ``verdict``, ``checks`` (as :func:`evaluate`'s), ``challenger`` and ``champion`` (the success
+        rate with its interval, or None without requests), ``confidence``, ``method``
+    :raises ValueError: on a threshold out of range or unknown (naming it), a count out of range or a confidence
+        outside (0, 1)
+    """
+    _require_stats()
+    _check_confidence(confidence)
+    _check_canary_thresholds(thresholds)
+    sides = {}
+    for name, (successes, n) in (("challenger", challenger), ("champion", champion)):
+        sides[name] = None if n == 0 and successes == 0 else rate(successes, n, confidence, method)
+    checks = _canary_checks(sides["challenger"], sides["champion"], thresholds, confidence)
+    return {
+        "verdict": verdict(c["verdict"] for c in checks),
+        "checks": checks,
+        "challenger": sides["challenger"],
+        "champion": sides["champion"],
+        "confidence": confidence,
+        "method": method,
+    }

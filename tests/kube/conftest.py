@@ -14,27 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.twin import Twin
+from tests.twin import SharedTwin, Twin, stop_unless_next_uses
 
 HERE = Path(__file__).resolve().parent
-
-
-class SharedTwin:
-    """The twin of tests/kube, started on first use."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
-        self.tmp_path_factory = tmp_path_factory
-        self.twin: Twin | None = None
-
-    def get(self) -> Twin:
-        if self.twin is None:
-            self.twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
-        return self.twin
-
-    def stop(self) -> None:
-        if self.twin is not None:
-            twin, self.twin = self.twin, None
-            twin.down()
 
 
 SHARED = pytest.StashKey[SharedTwin]()
@@ -58,10 +40,7 @@ def twin(shared_twin: SharedTwin) -> Twin:
 def pytest_runtest_teardown(item, nextitem):
     yield
     # after the last test of tests/kube (and its fixtures' teardown): stop the twin now
-    if nextitem is None or Path(nextitem.path).resolve().parent != HERE:
-        shared = item.config.stash.get(SHARED, None)
-        if shared is not None:
-            shared.stop()
+    stop_unless_next_uses(item, nextitem, SHARED, lambda nxt: Path(nxt.path).resolve().parent == HERE)
 
 
 @pytest.fixture

@@ -54,6 +54,19 @@ async def test_a_task_failure_with_a_count_clears_itself():
     assert faults.proxmox_task("reboot") is None and "proxmox-task-failure" not in faults.active
 
 
+async def test_a_chat_error_fails_its_share_of_one_models_requests_evenly():
+    faults = Faults()
+    await faults.inject("ollama-chat-error", {"model": "qwen2.5:3b", "percent": "40"})
+    assert faults.ollama_chat("phi4-mini:latest") is None, "another model is not hit"
+    outcomes = [faults.ollama_chat("qwen2.5:3b") for _ in range(10)]
+    assert sum(1 for o in outcomes if o) == 4 and all("llama runner process has terminated" in o for o in outcomes if o)
+    assert [bool(o) for o in outcomes[:5]] == [False, False, True, False, True], "spread, not bunched"
+    await faults.inject("ollama-chat-error", {"model": "phi4-mini"})  # 100 %, the tag added as Ollama adds it
+    assert faults.ollama_chat("phi4-mini:latest") and faults.snapshot()["active"]["ollama-chat-error"]["hits"] == 1
+    await faults.clear("ollama-chat-error")
+    assert faults.ollama_chat("phi4-mini:latest") is None
+
+
 # -- against a twin ------------------------------------------------------------------------------------------------
 
 

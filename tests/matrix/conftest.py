@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.matrix.helpers import SharedLab, dump, playbook
-from tests.twin import Twin
+from tests.twin import Twin, stop_unless_next_uses
 
 SHARED = pytest.StashKey[SharedLab]()
 
@@ -31,10 +31,7 @@ def pytest_runtest_teardown(item, nextitem):
     yield
     # after the last case of the shared twin this worker has queued (and its restore): stop the twin now, before a
     # file with a twin of its own (another directory's, or a matrix file's own) starts one beside it
-    if nextitem is None or "shared_lab" not in nextitem.fixturenames:
-        shared = item.config.stash.get(SHARED, None)
-        if shared is not None:
-            shared.stop()
+    stop_unless_next_uses(item, nextitem, SHARED, lambda nxt: "shared_lab" in nxt.fixturenames)
 
 
 @pytest.fixture

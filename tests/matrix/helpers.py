@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, Twin, wait_for
+from tests.twin import ANSIBLE_PLAYBOOK, HELM, ROOT, SharedTwin, Twin, wait_for
 
 INVENTORY = str(ROOT / "inventory" / "lab")
 TASK_LINE = re.compile(r"^TASK \[(?:[\w.]+ : )?(.*?)\] \*+$")
@@ -319,30 +319,18 @@ GATE = yaml.safe_load((ROOT / "inventory" / "lab" / "group_vars" / "all" / "main
 GATE_FAILS = json.dumps({"inference_gate": {**GATE, "min_accuracy": 1.0, "on_inconclusive": "fail"}})
 
 
-class SharedLab:
-    """A twin rebuilt from the lab inventory (the state "previous" of the matrix's cases, kept as ``baseline``),
-    started on first use."""
+def rebuilt(twin: Twin) -> None:
+    """Make a fresh twin the matrix's "previous" state: Paperless-AI deployed, the tier rebuilt from the lab
+    inventory, and that state kept as ``twin.baseline``."""
+    twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
+    rebuild = playbook(twin, "rebuild-inference-tier.yml")
+    assert rebuild.returncode == 0, rebuild.stdout[-3000:]
+    twin.baseline = dump(twin)
+
+
+class SharedLab(SharedTwin):
+    """A twin rebuilt from the lab inventory (:func:`rebuilt`), started on first use."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory):
-        self.tmp_path_factory = tmp_path_factory
-        self.twin: Twin | None = None
-
-    def get(self) -> Twin:
-        if self.twin is None:
-            twin = Twin(self.tmp_path_factory.mktemp("lab")).up()
-            twin.env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-            try:
-                twin.kubectl("apply", "-f", str(ROOT / "lab" / "fixtures" / "paperless-ai.yaml"))
-                rebuild = playbook(twin, "rebuild-inference-tier.yml")
-                assert rebuild.returncode == 0, rebuild.stdout[-3000:]
-                twin.baseline = dump(twin)
-            except BaseException:
-                twin.down()
-                raise
-            self.twin = twin
-        return self.twin
-
-    def stop(self) -> None:
-        if self.twin is not None:
-            twin, self.twin = self.twin, None
-            twin.down()
+        super().__init__(tmp_path_factory, prepare=rebuilt)

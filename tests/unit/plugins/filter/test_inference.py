@@ -7,6 +7,8 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.homelab.inference.plugins.filter.inference import (
     _consumer_changes,
+    canary_memory_problem,
+    canary_problem,
     consumer_data,
     consumer_objects,
     consumer_reads,
@@ -765,3 +767,70 @@ def test_gate_champion_names_the_previous_model_as_its_api_does():
     assert gate_champion(dict(ollama, previous_model=""), catalog) == {}, "a rebuild from empty has no champion"
     assert gate_champion(dict(ollama, previous_model="qwen2.5:14b"), catalog) == {}, "the same model: no champion"
     assert gate_champion(None) == {}
+
+
+TIERS = {"ollama": {"runtime": "ollama", "alias": "ollama-qwen"}, "vllm": {"runtime": "vllm", "alias": "vllm-qwen"}}
+
+
+def test_no_canary_and_good_settings_are_no_problem():
+    assert canary_problem({}, TIERS) == "" and canary_problem(None, TIERS) == ""
+    good = {"tiers": ["ollama"], "share_percent": 20, "min_requests": 20, "max_requests": 100, "duration": 1800}
+    assert canary_problem(dict(good, min_success_rate=None, on_inconclusive="pass"), TIERS) == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"tiers": ["vllm"]}, "runtime is vllm: a canary serves the old and the new model side by side"),
+        ({"tiers": ["gpu"]}, "inference_canary.tiers names 'gpu', which is not a tier of inference_tiers"),
+        ({"tiers": "ollama"}, "inference_canary.tiers must be a list of tier names"),
+        ({"share_percent": 100}, "inference_canary.share_percent must be a whole percent from 1 to 99, got 100"),
+        ({"share_percent": "20"}, "share_percent must be a whole percent"),
+        ({"min_requests": 0}, "inference_canary.min_requests must be a whole number of requests, at least 1"),
+        ({"min_requests": 50, "max_requests": 10}, "max_requests must be at least inference_canary.min_requests"),
+        ({"duration": 0}, "inference_canary.duration must be a positive number of seconds"),
+        ({"min_success_rate": 95}, "inference_canary.min_success_rate must be a fraction from 0 to 1"),
+        ({"confidence": 1}, "inference_canary.confidence must be between 0 and 1"),
+        ({"on_inconclusive": "retry"}, "inference_canary.on_inconclusive must be fail or pass"),
+        ({"share": 20}, "inference_canary has unknown key(s) share"),
+        (["ollama"], "inference_canary must be a mapping"),
+    ],
+)
+def test_bad_canary_settings_name_the_field(settings, expected):
+    assert expected in canary_problem(settings, TIERS)
+
+
+def _plan_entry(model, previous, catalog):
+    return {
+        "tier": "ollama",
+        "runtime": "ollama",
+        "model": model,
+        "previous_model": previous,
+        "requirements": model_requirements(catalog.get(model)),
+    }
+
+
+def test_a_canary_whose_two_models_do_not_fit_together_is_refused_naming_both():
+    catalog = {
+        "phi4-mini": {"size_gb": 2.5, "memory_limit": "4Gi"},
+        "qwen2.5:3b": {"size_gb": 1.9},
+        "qwen2.5:14b": {"size_gb": 9.0},
+    }
+    tags = {"json": {"models": [{"name": "phi4-mini:latest", "size": 2_500_000_000}]}}
+    problem = canary_memory_problem(_plan_entry("qwen2.5:3b", "phi4-mini", catalog), tags, catalog)
+    # phi4-mini 2.5 * 1.2 + 1 = 4.0 GiB and qwen2.5:3b 3.28 GiB: 7.3 GiB against qwen2.5:3b's 4Gi limit
+    assert "would serve phi4-mini (about 4.0 GiB to run) and qwen2.5:3b (about 3.3 GiB) side by side" in problem
+    assert "7.3 GiB in all" in problem and "memory limit of 4Gi for qwen2.5:3b" in problem
+    assert "remove ollama from inference_canary.tiers" in problem
+    # qwen2.5:14b (11.8 GiB) and phi4-mini (4.0) fit its 16Gi limit
+    assert canary_memory_problem(_plan_entry("qwen2.5:14b", "phi4-mini", catalog), tags, catalog) == ""
+
+
+def test_no_memory_problem_without_two_models_or_when_unknown():
+    catalog = {"qwen2.5:3b": {"size_gb": 1.9}}
+    assert canary_memory_problem(_plan_entry("qwen2.5:3b", "", catalog), {}, catalog) == "", "no old model"
+    assert canary_memory_problem(_plan_entry("qwen2.5:3b", "qwen2.5:3b", catalog), {}, catalog) == "", "same"
+    # the old model's size is unknown (not in the catalog, not in /api/tags): nothing to tell
+    assert canary_memory_problem(_plan_entry("qwen2.5:3b", "mystery:7b", catalog), {}, catalog) == ""
+    vllm = dict(_plan_entry("qwen2.5:3b", "phi4-mini", catalog), runtime="vllm")
+    assert canary_memory_problem(vllm, {}, catalog) == ""

@@ -11,6 +11,7 @@ from ansible_collections.homelab.inference.plugins.module_utils.gate_stats impor
     check_max_drop,
     check_minimum,
     evaluate,
+    evaluate_canary,
     paired_test,
     percentile,
     rate,
@@ -179,3 +180,47 @@ def test_latency_thinking_and_thresholds_left_out():
 def test_a_bad_threshold_is_named(thresholds, message):
     with pytest.raises(ValueError, match=message):
         evaluate(_docs(3, 3), thresholds)
+
+
+# -- the canary --------------------------------------------------------------------------------------------------------
+
+
+def test_a_canary_without_failures_passes_only_with_enough_requests():
+    thresholds = {"min_success_rate": 0.90, "max_success_drop": 0.05}
+    # 20 of 20: Wilson's lower bound 0.839 cannot clear 0.90 yet
+    early = evaluate_canary((20, 20), (80, 80), thresholds)
+    assert early["verdict"] == INCONCLUSIVE
+    assert early["challenger"]["low"] == pytest.approx(0.8389, abs=1e-3)
+    # 100 of 100 (lower bound 0.963) against 400 of 400: both checks pass
+    late = evaluate_canary((100, 100), (400, 400), thresholds)
+    assert late["verdict"] == PASSED
+    assert [c["verdict"] for c in late["checks"]] == [PASSED, PASSED]
+    assert [c["kind"] for c in late["checks"]] == ["absolute", "relative"]
+
+
+def test_a_canary_failing_four_in_ten_fails_both_checks_with_its_figures():
+    got = evaluate_canary((12, 20), (80, 80), {"min_success_rate": 0.90, "max_success_drop": 0.05})
+    assert got["verdict"] == FAILED
+    absolute, relative = got["checks"]
+    assert absolute["verdict"] == FAILED and "success_rate 0.60" in absolute["reason"] and "0.90" in absolute["reason"]
+    assert relative["verdict"] == FAILED and relative["champion"] == 1.0 and relative["challenger"] == 0.6
+    assert "worse than the allowed drop of 0.05" in relative["reason"]
+
+
+def test_a_canary_side_without_requests():
+    # no challenger request: undecided whatever the thresholds; no champion request: no relative check
+    none_yet = evaluate_canary((0, 0), (10, 10), {"min_success_rate": 0.9, "max_success_drop": 0.05})
+    assert none_yet["verdict"] == INCONCLUSIVE and none_yet["challenger"] is None
+    assert all("no request yet" in c["reason"] for c in none_yet["checks"])
+    alone = evaluate_canary((100, 100), (0, 0), {"min_success_rate": 0.9, "max_success_drop": 0.05})
+    assert alone["champion"] is None and [c["kind"] for c in alone["checks"]] == ["absolute"]
+    assert alone["verdict"] == PASSED
+
+
+def test_canary_thresholds_and_counts_are_checked():
+    with pytest.raises(ValueError, match="min_success_rate must be a fraction"):
+        evaluate_canary((1, 1), (1, 1), {"min_success_rate": 90})
+    with pytest.raises(ValueError, match=r"unknown canary threshold.*min_accuracy"):
+        evaluate_canary((1, 1), (1, 1), {"min_accuracy": 0.9})
+    with pytest.raises(ValueError, match="successes must be an integer from 0 to 2"):
+        evaluate_canary((3, 2), (1, 1), {})
