@@ -32,7 +32,7 @@ def report(twin) -> tuple[dict, str]:
 
 
 def litellm_model_list(twin) -> list[dict]:
-    data = json.loads(twin.kubectl("-n", "ml", "get", "configmap", "litellm", "-o", "json").stdout)["data"]
+    data = json.loads(twin.kubectl("-n", "ml", "get", "configmap", "litellm-config", "-o", "json").stdout)["data"]
     return yaml.safe_load(data["config.yaml"])["model_list"]
 
 
