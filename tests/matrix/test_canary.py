@@ -17,8 +17,9 @@ import yaml
 from lab.traffic import Traffic
 from tests.matrix.helpers import answers_through_litellm, dump, upgrade
 
-# in make extended, not make test: two upgrades with an LXC resize on the shared twin, about 12 minutes of a worker on a good day (README
-# "Tests and their budget"); tests/gate/test_litellm_canary.py proves the module against the real proxy in make test
+# in make extended, not make test: two upgrades with an LXC resize on the shared twin, 11 minutes on a loaded machine
+# (README "Tests and their budget"); tests/gate/test_litellm_canary.py proves the module against the real proxy in
+# make test
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 ALIAS = "ollama-qwen"
